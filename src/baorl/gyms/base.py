@@ -36,7 +36,10 @@ class Outcome:
 
     feedback: str
     reward: float = 0.0
+    #: the task is solved: the episode terminates with termination "solved"
     solved: bool = False
+    #: the agent ended the episode unsolved (e.g. Intention's submitted summary): termination "finish"
+    finished: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,9 +192,9 @@ class Gym(gymnasium.Env[str, str]):
             else:
                 feedback, reward = out.feedback, float(out.reward)
                 info.update(out.info)
-                if out.solved:
+                if out.solved or out.finished:
                     terminated = True
-                    info["termination"] = "solved"
+                    info["termination"] = "solved" if out.solved else "finish"
 
         info["user_involved"] = bool(info.get("valid")) and info.get("choice") in self.user_choices
         if not (terminated or truncated) and self.turn >= self.max_turns:
