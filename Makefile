@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 quickstart: setup
 	$(VENV)/bin/baorl quickstart
 
+# the whole suite, slow end-to-end tests included (well under CI's limit; see README "Tests")
 test: setup
-	$(PY) -m pytest -q -m "not slow" --timeout 600
-	$(PY) -m pytest -q -m slow --timeout 900
+	$(PY) -m pytest -q --timeout 900
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" -x

@@ -1,7 +1,8 @@
 """The agent interface at the text level.
 
 An agent threads its state explicitly: ``start(system_prompt, task_prompt) -> state``, then
-``respond(observation, state) -> (output, state)`` once per turn. `output` is what the agent
+``respond(observation, state) -> (output, state)`` once per turn (``arespond`` for agents that
+wait on the network). `output` is what the agent
 "generated": text with an optional ``<think>`` block and one tool call (Hermes ``<tool_call>`` JSON
 or a bracket string), or an OpenAI tool-call object. Scripted agents, people at a terminal and
 API models all fit; token-level model agents are driven by the rollout engine instead.
@@ -39,3 +40,7 @@ class Agent(ABC):
     @abstractmethod
     def respond(self, observation: str, state: Any) -> tuple[Any, Any]:
         """Produce this turn's output given the latest observation (the task prompt on turn 1)."""
+
+    async def arespond(self, observation: str, state: Any) -> tuple[Any, Any]:
+        """`respond` as a coroutine; agents that wait on I/O (API models) override this."""
+        return self.respond(observation, state)

@@ -146,10 +146,10 @@ register(GymSpec("function", 0, "baorl.gyms.function:FunctionGym",
                  "none", "functions.json"))
 register(GymSpec("telepathy", 0, "baorl.gyms.telepathy:TelepathyGym",
                  "twenty questions: identify the entity the user thinks of with yes/no questions",
-                 "offline (embedded set) | LLM", "entities.json"))
+                 "offline, LLM", "entities.json"))
 register(GymSpec("turtle", 0, "baorl.gyms.turtle:TurtleGym",
                  "lateral-thinking stories: ask yes/no questions, then explain the hidden story",
-                 "offline (approximate) | LLM", "stories.json"))
+                 "offline~, LLM", "stories.json"))
 register(GymSpec("intention", 0, "baorl.gyms.intention:IntentionGym",
                  "clarify a vague request: ask the questions that uncover the user's missing details",
-                 "offline (approximate) | LLM", "intentions.json"))
+                 "offline~, LLM", "intentions.json"))

@@ -1,0 +1,5 @@
+import sys
+
+from baorl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `baorl` command line."""

@@ -1,0 +1,207 @@
+"""`baorl`: one command line over gyms, rollouts, training and evaluation.
+
+Every subcommand explains itself with ``--help``. User errors (unknown gym or task, unreadable data,
+a bad option) print one line naming the problem and exit with status 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from baorl.agents.base import Agent
+
+console = Console()
+err = Console(stderr=True)
+
+#: what a user-level failure looks like; everything else is a bug and keeps its traceback
+_USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, PermissionError)
+
+
+def _add_gym_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH", help="UserRL data file for the gym (default: baorl's embedded set)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"],
+                   help="split of the embedded set (ignored with --data)")
+    p.add_argument("--simulator", metavar="SPEC", default=None,
+                   help="user simulator: 'offline' (default where the gym needs one) or 'openai:MODEL'")
+    p.add_argument("--simulator-base-url", metavar="URL", default=None,
+                   help="OpenAI-compatible base URL of the simulator (default: $OPENAI_BASE_URL)")
+
+
+def _make_user(gym_name: str, args: argparse.Namespace) -> Any:
+    from baorl.gyms import gym_class
+    from baorl.users import make_user
+
+    if not gym_class(gym_name).needs_user:
+        if args.simulator not in (None, "none"):
+            raise ValueError(f"gym {gym_name!r} needs no simulator; drop --simulator")
+        return None
+    spec = args.simulator or "offline"
+    opts = {"base_url": args.simulator_base_url} if spec.startswith("openai:") and args.simulator_base_url else {}
+    return make_user(gym_name, spec, **opts)
+
+
+# ---- baorl gyms ---------------------------------------------------------------------------------
+def cmd_gyms(args: argparse.Namespace) -> int:
+    from baorl.gyms import gym_class, load_tasks, registry
+
+    table = Table(title="baorl gyms", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+                  caption="T: turn limit · user: user-involved choices · offline~: approximate (sentence embeddings)")
+    for col in ("id", "T", "user", "simulator", "embedded", "UserRL file"):
+        table.add_column(col, no_wrap=True)
+    for name, s in sorted(registry().items()):
+        cls = gym_class(name)
+        try:
+            sizes = f"{len(load_tasks(name, split='train'))}/{len(load_tasks(name, split='test'))}"
+        except ValueError:
+            sizes = "none"
+        table.add_row(s.id, str(cls.default_max_turns), ", ".join(sorted(cls.user_choices)), s.simulator, sizes,
+                      s.userrl_file)
+    console.print(table)
+    for name, s in sorted(registry().items()):
+        console.print(f"  [bold]{s.id}[/]: {s.summary}", highlight=False)
+    if args.data:
+        name, _, path = args.data.partition("=")
+        console.print(f"{name}: {len(load_tasks(name, path))} tasks in {path}")
+    return 0
+
+
+# ---- baorl play ---------------------------------------------------------------------------------
+class _Echo(Agent):
+    """Shows what a scripted agent sees and what it outputs, turn by turn."""
+
+    def __init__(self, inner: Agent) -> None:
+        self.inner, self.name = inner, inner.name
+
+    def start(self, system_prompt: str, task_prompt: str, info: dict[str, Any]) -> Any:
+        return self.inner.start(system_prompt, task_prompt, info)
+
+    def respond(self, observation: str, state: Any) -> tuple[Any, Any]:
+        console.print(observation, markup=False, highlight=False, style="green", soft_wrap=True)
+        out, state = self.inner.respond(observation, state)
+        console.print(out, markup=False, highlight=False, style="cyan", soft_wrap=True)
+        return out, state
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from baorl.agents import make_agent
+    from baorl.agents.scripted import HumanAgent
+    from baorl.gyms import gym_class, load_tasks, make
+    from baorl.records import write_episodes
+    from baorl.rollout.play import aplay_episode
+
+    gym_cls = gym_class(args.gym)
+    task = args.task or load_tasks(args.gym, args.data, args.split)[0].id
+    gym = make(args.gym, task, args.data, split=args.split, user=_make_user(gym_cls.name, args),
+               max_turns=args.max_turns)
+    obs, info = gym.reset(seed=args.seed)
+    console.rule(f"[bold]{gym_cls.name}[/] task {info['task_id']} · {info['max_turns']} turns · "
+                 f"simulator: {info['simulator']}")
+    console.print("[bold]system prompt[/]", style="dim")
+    console.print(info["system_prompt"], markup=False, highlight=False, soft_wrap=True)
+    console.rule(style="dim")
+
+    if args.agent:
+        agent: Agent = _Echo(make_agent(args.agent))
+    else:
+        agent = HumanAgent(read=lambda p: console.input(f"[bold cyan]{p}[/]"),
+                           show=lambda o: console.print(o, markup=False, highlight=False, style="green", soft_wrap=True))
+        console.print("type one call per turn: [action] …, [search] …, [answer] … or [finish]",
+                      markup=False, style="dim")
+
+    ep = asyncio.run(aplay_episode(gym, agent, seed=args.seed, policy=args.agent or "human",
+                                   end_on_no_tool_call=bool(args.agent)))
+    console.print(ep.turns[-1].feedback if ep.turns else "", markup=False, highlight=False, style="green", soft_wrap=True)
+    console.rule()
+    console.print(f"termination: [bold]{ep.termination}[/] · score {ep.score:g} · turns {len(ep.turns)} · "
+                  f"user-involved actions {ep.user_actions}")
+    if args.out:
+        write_episodes(args.out, [ep], append=True)
+        console.print(f"record appended to {args.out}")
+    return 0
+
+
+# ---- baorl data ---------------------------------------------------------------------------------
+def cmd_data(args: argparse.Namespace) -> int:
+    from baorl.gyms.function_data import generate_tasks, write_tasks
+
+    tasks = generate_tasks(n=args.n, seed=args.seed)
+    write_tasks(args.out, tasks)
+    console.print(f"wrote {len(tasks)} Function tasks (seed {args.seed}) to {args.out}")
+    return 0
+
+
+# ---- baorl quickstart ---------------------------------------------------------------------------
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from baorl.cli.quickstart import run_quickstart
+
+    return run_quickstart(out=Path(args.out), n=args.n)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="baorl",
+        description="Train and evaluate proactive multi-turn LLM agents with BAO.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'baorl COMMAND --help' for each command's options.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("gyms", help="list the gyms, their tasks and data sources",
+                       description="List every registered gym: what it is, its turn limit T, which choices "
+                                   "involve the user, what simulator it needs, and its task sources.")
+    p.add_argument("--data", metavar="GYM=PATH", help="also count the tasks in a UserRL data file")
+    p.set_defaults(func=cmd_gyms)
+
+    p = sub.add_parser("play", help="play a task in the terminal, seeing exactly what an agent sees",
+                       description="Play one task of a gym yourself (type '[action] ...', '[answer] ...'), "
+                                   "or watch a scripted agent play it with --agent.")
+    p.add_argument("gym", help="gym name or id (see 'baorl gyms')")
+    p.add_argument("--task", metavar="ID", help="task id (default: the first task of the source)")
+    _add_gym_source(p)
+    p.add_argument("--agent", metavar="SPEC", help="let a scripted agent play, e.g. scripted:function-solver")
+    p.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="FILE", help="append the episode record to this JSONL file")
+    p.set_defaults(func=cmd_play)
+
+    p = sub.add_parser("data", help="generate baorl's embedded task sets",
+                       description="Generate the embedded Function task set (UserRL's functions.json format).")
+    p.add_argument("kind", choices=["function"], help="which task set")
+    p.add_argument("--n", type=int, default=538, help="number of tasks (the benchmark has 538)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="FILE", required=True, help="output JSON file")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("quickstart", help="run the main job on the embedded default",
+                       description="Play and score episodes on every gym with the embedded tasks, "
+                                   "offline simulators and scripted agents, and write the records.")
+    p.add_argument("--out", default="runs/quickstart", help="output directory")
+    p.add_argument("--n", type=int, default=None, help="episodes per gym (default: the whole test split)")
+    p.set_defaults(func=cmd_quickstart)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _USER_ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        err.print(Text.assemble((f"baorl {args.command}: error: ", "bold red"), str(msg)))
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Chat templates baorl renders conversations with (Jinja, as transformers' `apply_chat_template` takes).
+
+- ``chatml-tools``: ChatML with the tools listed in the system turn and Hermes-style
+  ``<tool_call>{json}</tool_call>`` calls; tool results come back as a user turn wrapped in
+  ``<tool_response>``. The default for the embedded SmolLM2 (whose own template knows no tools).
+- ``qwen3``: the Qwen3 conversation format (``# Tools`` system section with ``<tools>``,
+  ``<think>`` reasoning, ``<tool_response>`` user turns). Unlike Qwen3's shipped template it never
+  drops earlier turns' reasoning: for token-exact RL the context must be what the policy saw.
+- ``native``: the tokenizer's own template.
+
+Assistant messages are rendered verbatim: their `content` is the exact text the policy generated
+(think block and tool call included), so rendering never re-formats the policy's tokens.
+
+Both templates write a turn as ``<|im_start|>ROLE\\n…<|im_end|>\\n``:
+
+>>> from jinja2 import Template
+>>> Template(CHAT_TEMPLATES["chatml-tools"]).render(
+...     messages=[{"role": "user", "content": "hi"}], tools=None, add_generation_prompt=True)
+'<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\n'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_CHATML_TOOLS = (
+    "{% if tools %}"
+    "<|im_start|>system\n"
+    "{% if messages[0].role == 'system' %}\n{{ messages[0].content }}\n{% endif %}\n\n"
+    "You have access to these tools (JSON schemas):\n<tools>\n"
+    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>\n\n"
+    "To call a tool, write one JSON object inside tags:\n"
+    "<tool_call>\n{\"name\": \"TOOL_NAME\", \"arguments\": {ARGUMENTS}}\n</tool_call><|im_end|>\n"
+    "{% elif messages[0].role == 'system' %}"
+    "<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if message.role == 'system' %}"
+    "{% if not loop.first %}<|im_start|>system\n{{ message.content }}<|im_end|>\n{% endif %}"
+    "{% elif message.role == 'tool' %}"
+    "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
+    "{% elif message.role == 'assistant' %}"
+    "<|im_start|>assistant\n{{ message.content or '' }}"
+    "{% for call in message.tool_calls or [] %}"
+    "{% set fn = call.function if call.function is defined else call %}"
+    "\n<tool_call>\n{\"name\": \"{{ fn.name }}\", \"arguments\": "
+    "{{ fn.arguments if fn.arguments is string else fn.arguments | tojson }}}\n</tool_call>"
+    "{% endfor %}<|im_end|>\n"
+    "{% else %}"
+    "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_QWEN3 = (
+    "{% if tools %}"
+    "<|im_start|>system\n"
+    "{% if messages[0].role == 'system' %}\n{{ messages[0].content }}\n\n{% endif %}\n"
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\n</tool_call><|im_end|>\n"
+    "{% elif messages[0].role == 'system' %}"
+    "<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if message.role == 'system' %}"
+    "{% if not loop.first %}<|im_start|>system\n{{ message.content }}<|im_end|>\n{% endif %}"
+    "{% elif message.role == 'tool' %}"
+    "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
+    "{% elif message.role == 'assistant' %}"
+    "<|im_start|>assistant\n"
+    "{% if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}"
+    "{{ message.content or '' }}"
+    "{% for call in message.tool_calls or [] %}"
+    "{% set fn = call.function if call.function is defined else call %}"
+    "\n<tool_call>\n{\"name\": \"{{ fn.name }}\", \"arguments\": "
+    "{{ fn.arguments if fn.arguments is string else fn.arguments | tojson }}}\n</tool_call>"
+    "{% endfor %}<|im_end|>\n"
+    "{% else %}"
+    "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    "{% endif %}"
+)
+
+CHAT_TEMPLATES: dict[str, str] = {"chatml-tools": _CHATML_TOOLS, "qwen3": _QWEN3}
+
+
+def chat_template(tokenizer: Any, name: str = "auto") -> str:
+    """The Jinja template to render with: a named one, the tokenizer's own, or ``auto``.
+
+    ``auto`` keeps a tokenizer template that already handles tools, else uses ``chatml-tools``.
+    """
+    if name == "native" or (name == "auto" and "tools" in (getattr(tokenizer, "chat_template", None) or "")):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the tokenizer has no chat template of its own; use chat_template='chatml-tools'")
+        return tokenizer.chat_template
+    if name == "auto":
+        return CHAT_TEMPLATES["chatml-tools"]
+    if name not in CHAT_TEMPLATES:
+        raise ValueError(f"unknown chat template {name!r}; choose auto, native or one of {sorted(CHAT_TEMPLATES)}")
+    return CHAT_TEMPLATES[name]

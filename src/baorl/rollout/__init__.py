@@ -1,0 +1,1 @@
+"""Rollouts: play episodes and record them."""

@@ -1,0 +1,81 @@
+"""Play text-level episodes: one agent, one gym, turn by turn, into an `Episode` record.
+
+This is the reference loop for scripted agents, people (``baorl play``) and API agents. The
+token-level engine for model policies records the same `Episode` plus token ids and masks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from baorl.agents.base import Agent
+from baorl.gyms.base import Gym
+from baorl.gyms.parser import parse_action
+from baorl.records import Episode, Turn
+
+
+async def aplay_episode(
+    gym: Gym, agent: Agent, *, seed: int = 0, policy: str | None = None, end_on_no_tool_call: bool = True
+) -> Episode:
+    """Play one episode to its end and return its record.
+
+    The episode ends when the gym terminates or truncates (solved, finish, turn limit, simulator
+    error) or when the agent's output has no valid tool call (``no_tool_call``). With
+    ``end_on_no_tool_call=False`` (a person at the terminal) such output goes to the gym instead,
+    which answers with format feedback and counts the turn.
+    """
+    obs, info = gym.reset(seed=seed)
+    state = agent.start(info["system_prompt"], obs, info)
+    turns: list[Turn] = []
+    termination = "turn_limit"
+    success = False
+    while True:
+        output, state = await agent.arespond(obs, state)
+        parsed = parse_action(output)
+        if parsed.choice is None and end_on_no_tool_call:
+            turns.append(Turn(choice=None, content="", think=parsed.think, feedback=parsed.error or ""))
+            termination = "no_tool_call"
+            break
+        obs, reward, terminated, truncated, sinfo = await gym.astep(parsed)
+        turns.append(Turn(
+            choice=sinfo["choice"] if sinfo["valid"] else None, content=sinfo["content"], reward=float(reward),
+            feedback=sinfo["feedback"], user_involved=sinfo["user_involved"], think=parsed.think,
+        ))
+        if terminated or truncated:
+            termination = sinfo["termination"]
+            success = termination == "solved"
+            break
+    return Episode.from_turns(
+        turns=turns, gym=gym.name, task_id=gym.task.id, policy=policy or agent.name, seed=seed,
+        success=success, termination=termination, simulator=gym.simulator_label,
+        simulator_detail=getattr(gym.user, "detail", "") if gym.user is not None else "",
+    )
+
+
+def play_episode(gym: Gym, agent: Agent, **kw: Any) -> Episode:
+    """Synchronous `aplay_episode`."""
+    return asyncio.run(aplay_episode(gym, agent, **kw))
+
+
+async def aplay_many(
+    make_gym: Callable[[Any], Gym],
+    tasks: Sequence[Any],
+    make_agent: Callable[[], Agent],
+    *,
+    seed: int = 0,
+    concurrency: int = 16,
+    on_done: Callable[[Episode], None] | None = None,
+) -> list[Episode]:
+    """Play one episode per task, up to `concurrency` at once (gyms waiting on a simulator overlap)."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(task: Any) -> Episode:
+        async with sem:
+            ep = await aplay_episode(make_gym(task), make_agent(), seed=seed)
+        if on_done is not None:
+            on_done(ep)
+        return ep
+
+    return list(await asyncio.gather(*(one(t) for t in tasks)))
