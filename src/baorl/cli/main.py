@@ -66,7 +66,7 @@ def cmd_gyms(args: argparse.Namespace) -> int:
         table.add_row(s.id, str(cls.default_max_turns), ", ".join(sorted(cls.user_choices)), s.simulator, sizes,
                       s.userrl_file)
     console.print(table)
-    for name, s in sorted(registry().items()):
+    for s in sorted(registry().values(), key=lambda s: s.id):
         console.print(f"  [bold]{s.id}[/]: {s.summary}", highlight=False)
     if args.data:
         name, _, path = args.data.partition("=")

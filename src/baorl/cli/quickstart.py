@@ -46,8 +46,11 @@ def run_quickstart(out: Path, n: int | None = None) -> int:
             user = make_user(gym_name, "offline") if cls.needs_user else None
             bar = progress.add_task(f"{gym_name:<10} {agent_spec}", total=len(tasks))
             t0 = time.perf_counter()
-            eps = asyncio.run(aplay_many(lambda t: cls(t, user=user), tasks, lambda: make_agent(agent_spec),
-                                         on_done=lambda _e: progress.advance(bar)))
+            eps = asyncio.run(aplay_many(
+                lambda t, cls=cls, user=user: cls(t, user=user), tasks,
+                lambda spec=agent_spec: make_agent(spec),
+                on_done=lambda _e, bar=bar: progress.advance(bar),
+            ))
             rows.append((gym_name, agent_spec, eps, time.perf_counter() - t0))
             write_episodes(records, eps, append=True)
 
