@@ -191,7 +191,7 @@ GOOD = {"id": "f-1", "rule": "a + b * c - d", "test_case": [1, 2, 3, 4], "expect
     ({**GOOD, "test_case": [1, 2, 3, "x"]}, "test_case"),
     ({**GOOD, "expected_result": "many"}, "expected_result"),
     ({k: v for k, v in GOOD.items() if k != "rule"}, "rule"),
-    ("not an object", "expected an object"),
+    ("not an object", "is not a JSON object"),
 ])
 def test_bad_records_raise_task_data_error_naming_file_and_record(tmp_path, record, needle):
     p = _write(tmp_path, [GOOD, {**GOOD, "id": "f-2"}, record])
@@ -208,7 +208,7 @@ def test_duplicate_ids_and_bad_files_raise_task_data_error(tmp_path):
         FunctionGym.load_tasks(_write(tmp_path, "[{'id': 1,"))
     with pytest.raises(TaskDataError, match="expected a JSON list"):
         FunctionGym.load_tasks(_write(tmp_path, {"f-1": GOOD}))
-    with pytest.raises(TaskDataError, match="cannot read"):
+    with pytest.raises(TaskDataError, match="no such data file"):
         FunctionGym.load_tasks(tmp_path / "missing.json")
     assert FunctionGym.load_tasks(_write(tmp_path, [{**GOOD, "id": 7}]))[0].id == "7"
 

@@ -208,9 +208,9 @@ GOOD = {"id": "e1", "title": "Moon", "description": "I am thinking of a celestia
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", r"not valid JSON"),
     ({"e1": GOOD}, r"expected a JSON list"),
-    ([GOOD, "Moon"], r"record 1: expected an object"),
-    ([GOOD, {k: v for k, v in GOOD.items() if k != "title"} | {"id": "e2"}], r"record 1 \(id 'e2'\): field 'title'"),
-    ([GOOD | {"category": "  "}], r"record 0 \(id 'e1'\): field 'category'"),
+    ([GOOD, "Moon"], r"record 1 is not a JSON object"),
+    ([GOOD, {k: v for k, v in GOOD.items() if k != "title"} | {"id": "e2"}], r"record 1 \(id 'e2'\): title"),
+    ([GOOD | {"category": "  "}], r"record 0 \(id 'e1'\): category"),
     ([GOOD, GOOD | {"title": "Sun"}], r"record 1 \(id 'e1'\): duplicate id"),
     ([GOOD, GOOD | {"id": "e2"}], r"record 1 \(id 'e2'\): duplicate title"),
 ])

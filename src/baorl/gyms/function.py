@@ -5,16 +5,16 @@ Spec: gyms.md, "Function". Fully deterministic; no user simulator.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import ValidationError, field_validator
+from pydantic import field_validator
 
-from baorl.gyms.base import Gym, Outcome, Task, TaskDataError
+from baorl.gyms.base import Gym, Outcome, Task
 from baorl.gyms.expr import compile_rule, parse_rule
+from baorl.gyms.taskfile import load_records
 
 #: an answer is correct when it is this close to the expected result
 ANSWER_TOLERANCE = 1e-6
@@ -248,35 +248,7 @@ class FunctionGym(Gym):
             TaskDataError: the file is unreadable or not JSON (names the path), or a record is
                 invalid or repeats an id (names the path and the record's index and id).
         """
-        p = Path(path)
-        try:
-            raw = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise TaskDataError(f"{p}: cannot read the file ({e.__class__.__name__}: {e})") from None
-        except json.JSONDecodeError as e:
-            raise TaskDataError(f"{p}: not valid JSON ({e})") from None
-        if not isinstance(raw, list):
-            raise TaskDataError(f"{p}: expected a JSON list of Function records, got a JSON {type(raw).__name__}")
-        tasks: list[Task] = []
-        seen: set[str] = set()
-        for i, rec in enumerate(raw):
-            rid = rec.get("id") if isinstance(rec, dict) else None
-            where = f"{p}: record {i}" + (f" (id {rid!r})" if rid is not None else "")
-            if not isinstance(rec, dict):
-                raise TaskDataError(f"{where}: expected an object, got {type(rec).__name__}")
-            if isinstance(rid, int) and not isinstance(rid, bool):
-                rec = {**rec, "id": str(rid)}
-            try:
-                task = FunctionTask.model_validate(rec)
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(x) for x in err["loc"]) or "record"
-                raise TaskDataError(f"{where}: {field}: {err['msg']}") from None
-            if task.id in seen:
-                raise TaskDataError(f"{where}: duplicate id {task.id!r}")
-            seen.add(task.id)
-            tasks.append(task)
-        return tasks
+        return load_records(path, FunctionTask, list, what="Function records")
 
     @classmethod
     def embedded_tasks(cls, split: str = "test") -> list[Task]:

@@ -7,13 +7,13 @@ that uncover those details, the important ones first, one detail per question.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from baorl.gyms.base import Gym, Outcome, Task, TaskDataError
+from baorl.gyms.base import Gym, Outcome, Task
+from baorl.gyms.taskfile import load_records, select_split
 from baorl.users.base import SimulatorError
 
 DATA = Path(__file__).with_name("data") / "intention_tasks.json"
@@ -194,17 +194,12 @@ class IntentionGym(Gym):
     @classmethod
     def load_tasks(cls, path: str | Path) -> list[IntentionTask]:
         """Load UserRL's native intention file: a JSON list of task records."""
-        return _load_task_file(Path(path))
+        return load_records(path, IntentionTask, list, what="task records, as UserRL's intentions.json")
 
     @classmethod
     def embedded_tasks(cls, split: str = "test") -> list[IntentionTask]:
         """The requests baorl ships (written for baorl): ``train`` (8), ``test`` (4) or ``all``."""
-        tasks = _load_task_file(DATA)
-        if split == "all":
-            return tasks
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}: use 'train', 'test' or 'all'")
-        return [t for t in tasks if getattr(t, "split", None) == split]
+        return select_split(load_records(DATA, IntentionTask, list), split, "Intention")
 
 
 def _is_reply(result: Any) -> bool:
@@ -217,36 +212,3 @@ def _is_reply(result: Any) -> bool:
         and isinstance(covered, (list, tuple))
         and all(isinstance(i, int) and not isinstance(i, bool) for i in covered)
     )
-
-
-def _load_task_file(path: Path) -> list[IntentionTask]:
-    if not path.is_file():
-        raise TaskDataError(f"{path}: no such data file")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TaskDataError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(raw, list):
-        raise TaskDataError(
-            f"{path}: expected a JSON list of task records (UserRL's intentions.json), "
-            f"got {type(raw).__name__}"
-        )
-    tasks, seen = [], set()
-    for n, record in enumerate(raw):
-        where = f"record {n}" + (
-            f" (id {record.get('id')!r})" if isinstance(record, dict) and "id" in record else ""
-        )
-        if not isinstance(record, dict):
-            raise TaskDataError(f"{path}: {where} is not a JSON object")
-        try:
-            task = IntentionTask.model_validate(record)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}" for err in e.errors()
-            )
-            raise TaskDataError(f"{path}: {where}: {problems}") from e
-        if task.id in seen:
-            raise TaskDataError(f"{path}: {where}: duplicate id")
-        seen.add(task.id)
-        tasks.append(task)
-    return tasks

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from baorl.gyms.base import Gym, Outcome, Task, TaskDataError
+from baorl.gyms.taskfile import load_records, select_split
 from baorl.users.base import SimulatorError
 
 EMBEDDED_PATH = Path(__file__).parent / "data" / "telepathy_entities.json"
@@ -211,46 +212,12 @@ class TelepathyGym(Gym):
             TaskDataError: naming the file and the record, when the file is unreadable, is not a
                 list, or a record lacks a field, has an empty one, or repeats an id or a title.
         """
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise TaskDataError(f"{path}: cannot read the Telepathy data file: {e}") from e
-        except json.JSONDecodeError as e:
-            raise TaskDataError(f"{path}: not valid JSON: {e}") from e
-        if not isinstance(raw, list):
-            raise TaskDataError(f"{path}: expected a JSON list of entity records, got {type(raw).__name__}")
-        tasks: list[TelepathyTask] = []
-        ids: set[str] = set()
-        titles: set[str] = set()
-        for i, rec in enumerate(raw):
-            where = f"{path}: record {i}"
-            if not isinstance(rec, dict):
-                raise TaskDataError(f"{where}: expected an object, got {type(rec).__name__}")
-            if isinstance(rec.get("id"), str):
-                where += f" (id {rec['id']!r})"
-            try:
-                task = TelepathyTask.model_validate(rec)
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(p) for p in err["loc"]) or "record"
-                raise TaskDataError(f"{where}: field {field!r}: {err['msg']}") from e
-            if task.id in ids:
-                raise TaskDataError(f"{where}: duplicate id {task.id!r}")
-            if task.title in titles:
-                raise TaskDataError(f"{where}: duplicate title {task.title!r} (tasks are addressed by title)")
-            ids.add(task.id)
-            titles.add(task.title)
-            tasks.append(task)
-        return tasks
+        return load_records(path, TelepathyTask, list, what="entity records", unique=("id", "title"))
 
     @classmethod
     def embedded_tasks(cls, split: str = "test") -> list[TelepathyTask]:
         """The embedded set's tasks: split ``train`` (63), ``test`` (21) or ``all`` (84)."""
-        if split not in ("train", "test", "all"):
-            raise ValueError(f"unknown split {split!r}: use 'train', 'test' or 'all'")
-        tasks = embedded_set().entities
-        return [t.model_copy(deep=True) for t in tasks if split == "all" or getattr(t, "split", None) == split]
+        return [t.model_copy(deep=True) for t in select_split(embedded_set().entities, split, "Telepathy")]
 
 
 def _as_yes_no(reply: Any) -> str:

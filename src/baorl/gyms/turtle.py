@@ -7,13 +7,13 @@ against a weighted rubric; the episode's return is the best rubric score reached
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from baorl.gyms.base import Gym, Outcome, Task, TaskDataError
+from baorl.gyms.base import Gym, Outcome, Task
+from baorl.gyms.taskfile import load_records, select_split
 from baorl.users.base import SimulatorError
 
 DATA = Path(__file__).with_name("data") / "turtle_stories.json"
@@ -182,17 +182,12 @@ class TurtleGym(Gym):
     @classmethod
     def load_tasks(cls, path: str | Path) -> list[TurtleTask]:
         """Load UserRL's native story file: a JSON object id -> record (the key is the task id)."""
-        return _load_story_file(Path(path))
+        return load_records(path, TurtleTask, dict, what="stories (id -> record), as UserRL's stories.json")
 
     @classmethod
     def embedded_tasks(cls, split: str = "test") -> list[TurtleTask]:
         """The stories baorl ships (written for baorl): ``train`` (7), ``test`` (3) or ``all``."""
-        tasks = _load_story_file(DATA)
-        if split == "all":
-            return tasks
-        if split not in ("train", "test"):
-            raise ValueError(f"unknown split {split!r}: use 'train', 'test' or 'all'")
-        return [t for t in tasks if getattr(t, "split", None) == split]
+        return select_split(load_records(DATA, TurtleTask, dict), split, "Turtle")
 
 
 def coverage_feedback(judgements: list[float], solved: bool) -> str:
@@ -221,29 +216,3 @@ def coverage_feedback(judgements: list[float], solved: bool) -> str:
     if solved:
         return text + ". That is enough: the story is solved."
     return text + ". Keep asking or explain again."
-
-
-def _load_story_file(path: Path) -> list[TurtleTask]:
-    if not path.is_file():
-        raise TaskDataError(f"{path}: no such data file")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TaskDataError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(raw, dict):
-        raise TaskDataError(
-            f"{path}: expected a JSON object mapping story id -> record (UserRL's stories.json), "
-            f"got {type(raw).__name__}"
-        )
-    tasks = []
-    for key, record in raw.items():
-        if not isinstance(record, dict):
-            raise TaskDataError(f"{path}: story {key!r} is not a JSON object")
-        try:
-            tasks.append(TurtleTask.model_validate({**record, "id": str(key)}))
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}" for err in e.errors()
-            )
-            raise TaskDataError(f"{path}: story {key!r}: {problems}") from e
-    return tasks
