@@ -11,7 +11,8 @@
 Assistant messages are rendered verbatim: their `content` is the exact text the policy generated
 (think block and tool call included), so rendering never re-formats the policy's tokens.
 
-Both templates write a turn as ``<|im_start|>ROLE\\n…<|im_end|>\\n``:
+(transformers renders with ``trim_blocks``: a newline right after a block tag is dropped, so
+newlines that must follow one are written as ``{{ '\\n' }}``.) Both templates write a turn as ``<|im_start|>ROLE\\n…<|im_end|>\\n``:
 
 >>> from jinja2 import Template
 >>> Template(CHAT_TEMPLATES["chatml-tools"]).render(
@@ -23,14 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_CHATML_TOOLS = (
-    "{% if tools %}"
-    "<|im_start|>system\n"
-    "{% if messages[0].role == 'system' %}\n{{ messages[0].content }}\n{% endif %}\n\n"
-    "You have access to these tools (JSON schemas):\n<tools>\n"
-    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>\n\n"
-    "To call a tool, write one JSON object inside tags:\n"
-    "<tool_call>\n{\"name\": \"TOOL_NAME\", \"arguments\": {ARGUMENTS}}\n</tool_call><|im_end|>\n"
+# shared by both templates: a system turn without tools, later system turns, tool results
+_SYSTEM_AND_TOOL_TURNS = (
     "{% elif messages[0].role == 'system' %}"
     "<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
     "{% endif %}"
@@ -39,15 +34,30 @@ _CHATML_TOOLS = (
     "{% if not loop.first %}<|im_start|>system\n{{ message.content }}<|im_end|>\n{% endif %}"
     "{% elif message.role == 'tool' %}"
     "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
-    "{% elif message.role == 'assistant' %}"
-    "<|im_start|>assistant\n{{ message.content or '' }}"
+)
+# shared: an assistant turn's structured tool calls, its end, and any other role
+_CALLS_AND_OTHER_ROLES = (
     "{% for call in message.tool_calls or [] %}"
     "{% set fn = call.function if call.function is defined else call %}"
-    "\n<tool_call>\n{\"name\": \"{{ fn.name }}\", \"arguments\": "
+    "{{ '\\n' }}<tool_call>\n{\"name\": \"{{ fn.name }}\", \"arguments\": "
     "{{ fn.arguments if fn.arguments is string else fn.arguments | tojson }}}\n</tool_call>"
     "{% endfor %}<|im_end|>\n"
     "{% else %}"
     "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+)
+
+_CHATML_TOOLS = (
+    "{% if tools %}"
+    "<|im_start|>system\n"
+    "{% if messages[0].role == 'system' %}\n{{ messages[0].content }}\n{% endif %}\n\n"
+    "You have access to these tools (JSON schemas):\n<tools>\n"
+    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>\n\n"
+    "To call a tool, write one JSON object inside tags:\n"
+    "<tool_call>\n{\"name\": \"TOOL_NAME\", \"arguments\": {ARGUMENTS}}\n</tool_call><|im_end|>\n"
+    + _SYSTEM_AND_TOOL_TURNS +
+    "{% elif message.role == 'assistant' %}"
+    "<|im_start|>assistant\n{{ message.content or '' }}"
+    + _CALLS_AND_OTHER_ROLES +
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -63,25 +73,12 @@ _QWEN3 = (
     "For each function call, return a json object with function name and arguments within "
     "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": "
     "<args-json-object>}\n</tool_call><|im_end|>\n"
-    "{% elif messages[0].role == 'system' %}"
-    "<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
-    "{% endif %}"
-    "{% for message in messages %}"
-    "{% if message.role == 'system' %}"
-    "{% if not loop.first %}<|im_start|>system\n{{ message.content }}<|im_end|>\n{% endif %}"
-    "{% elif message.role == 'tool' %}"
-    "<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n"
+    + _SYSTEM_AND_TOOL_TURNS +
     "{% elif message.role == 'assistant' %}"
     "<|im_start|>assistant\n"
     "{% if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}"
     "{{ message.content or '' }}"
-    "{% for call in message.tool_calls or [] %}"
-    "{% set fn = call.function if call.function is defined else call %}"
-    "\n<tool_call>\n{\"name\": \"{{ fn.name }}\", \"arguments\": "
-    "{{ fn.arguments if fn.arguments is string else fn.arguments | tojson }}}\n</tool_call>"
-    "{% endfor %}<|im_end|>\n"
-    "{% else %}"
-    "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+    + _CALLS_AND_OTHER_ROLES +
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n"
