@@ -66,3 +66,25 @@ def test_user_errors_exit_2_with_a_clear_message(args, needle):
     assert r.returncode == 2, r.stdout + r.stderr
     assert needle in " ".join(r.stderr.split()), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_rollout_writes_records_and_resumes_after_a_kill(tmp_path):
+    out = tmp_path / "eps.jsonl"
+    r = baorl("rollout", "--agent", "scripted:function-solver", "--gym", "function", "--out", str(out), "--n", "4")
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(x)["success"] for x in lines)
+    # a run killed mid-write leaves a torn last line: it is dropped and that task is redone
+    out.write_text("\n".join(lines[:3]) + "\n" + lines[3][:50])
+    r = baorl("rollout", "--agent", "scripted:function-solver", "--gym", "function", "--out", str(out), "--n", "6")
+    assert r.returncode == 0, r.stderr
+    ids = [json.loads(x)["task_id"] for x in out.read_text().splitlines()]
+    assert len(ids) == 6 and len(set(ids)) == 6
+    r = baorl("rollout", "--agent", "scripted:function-solver", "--gym", "function", "--out", str(out), "--n", "6")
+    assert "nothing to do" in r.stdout
+
+
+def test_rollout_with_an_unreachable_api_agent_fails_clearly(tmp_path):
+    r = baorl("rollout", "--agent", "openai:some-model", "--agent-base-url", "http://127.0.0.1:9/v1",
+              "--gym", "function", "--out", str(tmp_path / "e.jsonl"), "--n", "1")
+    assert r.returncode == 2 and "some-model" in r.stderr and "Traceback" not in r.stderr

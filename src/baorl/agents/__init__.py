@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from baorl.agents.base import Agent, tool_call_text
+from baorl.agents.base import Agent, AgentError, tool_call_text
 
-__all__ = ["Agent", "tool_call_text", "make_agent", "SCRIPTED"]
+__all__ = ["Agent", "AgentError", "tool_call_text", "make_agent", "SCRIPTED"]
 
 #: scripted agents by name, as "module:Class"
 SCRIPTED: dict[str, str] = {
@@ -32,6 +32,10 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
             raise ValueError(f"unknown scripted agent {arg!r}; available: {', '.join(sorted(SCRIPTED))}")
         mod, _, cls = SCRIPTED[arg].partition(":")
         return getattr(importlib.import_module(mod), cls)(**kwargs)
-    if kind in ("hf", "openai"):
-        raise ValueError(f"agent kind {kind!r} is played by the rollout engine (`baorl rollout`), not here")
+    if kind == "openai" and arg:
+        from baorl.agents.openai_agent import OpenAIAgent
+
+        return OpenAIAgent(arg, **kwargs)
+    if kind == "hf":
+        raise ValueError("hf: agents are local models played by the batched rollout engine (`baorl rollout`)")
     raise ValueError(f"unknown agent {name!r}: use scripted:NAME, hf:PATH_OR_ID or openai:MODEL")

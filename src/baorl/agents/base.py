@@ -17,6 +17,11 @@ from typing import Any
 from baorl.gyms.tool import TOOL_NAME
 
 
+class AgentError(RuntimeError):
+    """The agent could not produce a turn (e.g. its model endpoint failed): the run stops, and the
+    episode is not recorded as an agent failure."""
+
+
 def tool_call_text(choice: str, content: str, think: str | None = None) -> str:
     """Render one `interact_with_env` call in the Hermes/Qwen text format, with a think block.
 

@@ -17,13 +17,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from baorl.agents.base import Agent
+from baorl.agents.base import Agent, AgentError
 
 console = Console()
 err = Console(stderr=True)
 
 #: what a user-level failure looks like; everything else is a bug and keeps its traceback
-_USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, PermissionError)
+_USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, PermissionError,
+                                                 AgentError)
 
 
 def _add_gym_source(p: argparse.ArgumentParser) -> None:
@@ -139,6 +140,46 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- baorl rollout ------------------------------------------------------------------------------
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from baorl.rollout.runner import run_rollout
+
+    out = Path(args.out)
+    engine = {k: v for k, v in {
+        "batch_size": args.batch_size, "temperature": args.temperature, "max_new_tokens_per_turn": args.max_new_tokens,
+        "chat_template": args.chat_template, "max_turns": args.max_turns,
+    }.items() if v is not None}
+    stats = {"n": 0, "score": 0.0, "users": 0}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[info]}"), console=console) as progress:
+        bar = progress.add_task(f"{args.gym} · {args.agent}", total=None, info="")
+
+        def done(ep: Any) -> None:
+            stats["n"] += 1
+            stats["score"] += ep.score
+            stats["users"] += ep.user_actions
+            n = stats["n"]
+            progress.update(bar, advance=1, info=f"score {stats['score'] / n:.3f} · user actions/ep {stats['users'] / n:.2f}")
+
+        eps = run_rollout(
+            agent=args.agent, gym=args.gym, out=out, data=args.data, split=args.split, simulator=args.simulator,
+            simulator_options={"base_url": args.simulator_base_url} if args.simulator_base_url else None,
+            limit=args.n, seed=args.seed, concurrency=args.concurrency, engine_options=engine,
+            agent_options={"base_url": args.agent_base_url} if args.agent_base_url else None,
+            on_done=done, on_total=lambda t: progress.update(bar, total=t),
+        )
+    if not eps:
+        console.print(f"nothing to do: every task is already in {out}")
+        return 0
+    k = len(eps)
+    console.print(f"{k} episodes · score {sum(e.score for e in eps) / k:.3f} · success "
+                  f"{sum(e.success for e in eps) / k:.3f} · user actions/ep {sum(e.user_actions for e in eps) / k:.2f}"
+                  f" · records appended to {out}", highlight=False)
+    return 0
+
+
 # ---- baorl quickstart ---------------------------------------------------------------------------
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from baorl.cli.quickstart import run_quickstart
@@ -172,6 +213,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", help="append the episode record to this JSONL file")
     p.set_defaults(func=cmd_play)
+
+    p = sub.add_parser("rollout", help="run an agent on a gym split and write episode records",
+                       description="Play one episode per task with any agent (hf:embedded, hf:PATH, openai:MODEL, "
+                                   "scripted:NAME) and append the records to --out. Rerunning skips the tasks "
+                                   "already recorded, so an interrupted rollout resumes where it stopped.")
+    p.add_argument("--agent", required=True, metavar="SPEC", help="hf:embedded, hf:PATH, openai:MODEL or scripted:NAME")
+    p.add_argument("--gym", required=True, help="gym name or id")
+    _add_gym_source(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="episode records (JSONL), appended to")
+    p.add_argument("--n", type=int, default=None, help="only the first N tasks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--agent-base-url", metavar="URL", help="base URL for openai: agents (default $OPENAI_BASE_URL)")
+    p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for scripted/API agents")
+    g = p.add_argument_group("local models (hf:...)")
+    g.add_argument("--batch-size", type=int, default=None, help="episodes decoded together")
+    g.add_argument("--temperature", type=float, default=None, help="0 for greedy (the default for hf: agents here)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="token cap per turn")
+    g.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
+    g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")
+    p.set_defaults(func=cmd_rollout)
+
+    from baorl.serve import add_serve_parser
+
+    add_serve_parser(sub)
 
     p = sub.add_parser("data", help="generate baorl's embedded task sets",
                        description="Generate the embedded Function task set (UserRL's functions.json format).")

@@ -73,7 +73,12 @@ async def aplay_many(
 
     async def one(task: Any) -> Episode:
         async with sem:
-            ep = await aplay_episode(make_gym(task), make_agent(), seed=seed)
+            agent = make_agent()
+            try:
+                ep = await aplay_episode(make_gym(task), agent, seed=seed)
+            finally:
+                if hasattr(agent, "aclose"):  # API agents hold connections
+                    await agent.aclose()
         if on_done is not None:
             on_done(ep)
         return ep

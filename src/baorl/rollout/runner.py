@@ -1,0 +1,84 @@
+"""Run an agent over a gym's tasks and write episode records: what `baorl rollout` does.
+
+Scripted and API agents are played by the text-level loop (`baorl.rollout.play`), many episodes
+at once; local models (``hf:...``) by the batched token-level engine (`baorl.rollout.engine`).
+Records are appended as each episode finishes, so an interrupted run loses nothing: run it again
+and the tasks already in the output file are skipped (a half-written last line is redone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from baorl.gyms import gym_class, load_tasks
+from baorl.records import Episode, iter_episodes, write_episodes
+from baorl.users import make_user
+
+
+def finished_task_ids(path: Path) -> set[str]:
+    """Task ids already recorded in `path` (none if it does not exist); a torn last line is dropped."""
+    if not path.exists():
+        return set()
+    episodes = list(iter_episodes(path, skip_partial_tail=True))
+    # rewrite without the torn tail so appends start on a clean line
+    write_episodes(path, episodes)
+    return {e.task_id for e in episodes}
+
+
+def run_rollout(
+    *,
+    agent: str,
+    gym: str,
+    out: Path,
+    data: str | None = None,
+    split: str = "test",
+    simulator: str | None = None,
+    simulator_options: dict[str, Any] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    concurrency: int = 16,
+    engine_options: dict[str, Any] | None = None,
+    agent_options: dict[str, Any] | None = None,
+    on_done: Callable[[Episode], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> list[Episode]:
+    """Play `agent` on the tasks of `gym` not yet in `out`; returns the new episodes."""
+    cls = gym_class(gym)
+    tasks = load_tasks(gym, data, split)[:limit]
+    if not tasks:
+        raise ValueError(f"gym {gym!r}: the {'file ' + str(data) if data else split + ' split'} has no tasks")
+    done = finished_task_ids(out)
+    todo = [t for t in tasks if t.id not in done]
+    if on_total is not None:
+        on_total(len(todo))
+    if cls.needs_user:
+        user = make_user(cls.name, simulator or "offline", **(simulator_options or {}))
+    elif simulator not in (None, "none"):
+        raise ValueError(f"gym {cls.name!r} needs no simulator; drop --simulator")
+    else:
+        user = None
+
+    def record(ep: Episode) -> None:
+        write_episodes(out, [ep], append=True)
+        if on_done is not None:
+            on_done(ep)
+
+    if not todo:
+        return []
+    if agent.startswith("hf:"):
+        from baorl.agents.hf import HFPolicy
+
+        policy = HFPolicy(agent, **(engine_options or {}))
+        return policy.play([cls(t, user=user) for t in todo], seed=seed, on_done=record)
+
+    from baorl.agents import make_agent
+    from baorl.rollout.play import aplay_many
+
+    make_agent(agent, **(agent_options or {}))  # fail fast on a bad spec, before any episode
+    return asyncio.run(aplay_many(
+        lambda t: cls(t, user=user), todo, lambda: make_agent(agent, **(agent_options or {})),
+        seed=seed, concurrency=concurrency, on_done=record,
+    ))
