@@ -167,6 +167,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
             agent=args.agent, gym=args.gym, out=out, data=args.data, split=args.split, simulator=args.simulator,
             simulator_options={"base_url": args.simulator_base_url} if args.simulator_base_url else None,
             limit=args.n, seed=args.seed, concurrency=args.concurrency, engine_options=engine,
+            save_tokens=args.save_tokens,
             agent_options={"base_url": args.agent_base_url} if args.agent_base_url else None,
             on_done=done, on_total=lambda t: progress.update(bar, total=t),
         )
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=None, help="token cap per turn")
     g.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
     g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")
+    g.add_argument("--save-tokens", action="store_true",
+                   help="also write prompt/response token ids, loss mask, log-probs and turn spans")
     p.set_defaults(func=cmd_rollout)
 
     from baorl.serve import add_serve_parser

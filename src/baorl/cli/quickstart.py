@@ -1,7 +1,8 @@
 """`baorl quickstart`: the main job on the embedded default, end to end on a laptop CPU.
 
-Today it plays and scores scripted episodes on every gym (embedded tasks, offline simulators) and
-writes their records; later stages (teacher data, SFT, BAO RL, evaluation report) join it as they land.
+Today it plays and scores scripted agents on every gym (embedded tasks, offline simulators) and the
+untrained embedded SmolLM2 on Function through the batched rollout engine, and writes the records;
+later stages (teacher data, SFT, BAO RL, evaluation report) join it as they land.
 """
 
 from __future__ import annotations
@@ -54,7 +55,22 @@ def run_quickstart(out: Path, n: int | None = None) -> int:
             rows.append((gym_name, agent_spec, eps, time.perf_counter() - t0))
             write_episodes(records, eps, append=True)
 
-    table = Table(title="scripted agents on the embedded test splits (offline simulators)")
+        # the embedded policy itself, through the batched token-level engine (greedy)
+        from baorl.agents.hf import HFPolicy
+        from baorl.rollout.engine import EngineConfig
+
+        tasks = load_tasks("function", split="test")[: n or 16]
+        bar = progress.add_task(f"{'function':<10} hf:embedded (loading)", total=len(tasks))
+        policy = HFPolicy("hf:embedded", EngineConfig(temperature=0.0, batch_size=16))
+        progress.update(bar, description=f"{'function':<10} hf:embedded")
+        t0 = time.perf_counter()
+        trajs = policy.rollout([gym_class("function")(t) for t in tasks],
+                               on_episode_done=lambda _t: progress.advance(bar))
+        eps = [t.episode for t in trajs]
+        rows.append(("function", "hf:embedded (untrained)", eps, time.perf_counter() - t0))
+        write_episodes(records, eps, append=True)
+
+    table = Table(title="agents on the embedded test splits (offline simulators)")
     for col in ("gym", "agent", "n", "score", "success", "user actions/ep", "turns/ep", "simulator", "s"):
         table.add_column(col, justify="left" if col in ("gym", "agent", "simulator") else "right")
     for gym_name, agent_spec, eps, secs in rows:

@@ -91,7 +91,9 @@ def load_model(name: str, *, dtype: str = "float32", device: str = "cpu") -> tup
     """Load ``(model, tokenizer)`` for inference or training; the model is in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no per-load "Loading weights" bars in baorl's own output
     path = resolve_model(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)

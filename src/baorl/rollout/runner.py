@@ -41,11 +41,16 @@ def run_rollout(
     seed: int = 0,
     concurrency: int = 16,
     engine_options: dict[str, Any] | None = None,
+    save_tokens: bool = False,
     agent_options: dict[str, Any] | None = None,
     on_done: Callable[[Episode], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> list[Episode]:
-    """Play `agent` on the tasks of `gym` not yet in `out`; returns the new episodes."""
+    """Play `agent` on the tasks of `gym` not yet in `out`; returns the new episodes.
+
+    Local models decode greedily unless `engine_options` sets a temperature; with `save_tokens`
+    their records also carry the token fields of `baorl.rollout.engine.Trajectory`.
+    """
     cls = gym_class(gym)
     tasks = load_tasks(gym, data, split)[:limit]
     if not tasks:
@@ -70,9 +75,17 @@ def run_rollout(
         return []
     if agent.startswith("hf:"):
         from baorl.agents.hf import HFPolicy
+        from baorl.rollout.engine import EngineConfig
 
-        policy = HFPolicy(agent, **(engine_options or {}))
-        return policy.play([cls(t, user=user) for t in todo], seed=seed, on_done=record)
+        config = EngineConfig(**{"temperature": 0.0, "seed": seed, **(engine_options or {})})
+        policy = HFPolicy(agent, config)
+
+        def record_traj(traj: Any) -> None:
+            ep = Episode.model_validate(traj.to_record()) if save_tokens else traj.episode
+            record(ep)
+
+        trajs = policy.rollout([cls(t, user=user) for t in todo], on_episode_done=record_traj)
+        return [t.episode for t in trajs]
 
     from baorl.agents import make_agent
     from baorl.rollout.play import aplay_many

@@ -1,0 +1,507 @@
+"""The token-exact, batched multi-turn rollout engine for local transformers policies.
+
+`RolloutEngine.arun(gyms)` plays one episode per gym and returns a `Trajectory` per episode: the
+`Episode` record (the same semantics as `baorl.rollout.play`) plus what training needs, token by
+token. How it works, in the order a run goes:
+
+1. **Prompts.** Each gym is reset; system and task prompt are rendered by the chat template and
+   tokenised (`ChatRenderer`). A prompt longer than ``max_prompt_tokens`` ends its episode at once
+   (termination ``token_budget``, no turns, ``error`` set). Identical prompts (one task, n rollouts)
+   are prefilled once and their KV rows copied.
+2. **Batch.** Up to ``batch_size`` episodes decode together in one forward pass per generated
+   token, over one KV cache (`KVBatch`) whose rows are aligned to a common length; gaps are masked
+   and positions are passed explicitly, so a row's tokens do not depend on its batch mates. The
+   policy's tokens go into the cache as sampled: they are never decoded and re-tokenised.
+3. **Stopping.** A row stops its turn at an end-of-sequence / end-of-turn token, at the end of a
+   tool call (a stop string, ``</tool_call>``, found in the decoded tail of the turn), at
+   ``max_new_tokens_per_turn``, or when the episode's response budget (every token after the
+   prompt, the policy's and the observations', as verl counts "response") is spent.
+4. **Acting.** A stopped turn is decoded and parsed (`parse_action`); no valid tool call ends the
+   episode (``no_tool_call``), budget spent mid-generation ends it (``token_budget``); otherwise
+   ``gym.astep`` starts at once, as an asyncio task, while the other rows keep decoding (the
+   forward passes run in a worker thread, so simulators waiting on I/O overlap with generation).
+   Rows that stopped leave the decoding batch once they are a quarter of it (their KV rows are
+   parked, not recomputed), so they cost nothing while the others finish.
+5. **Next turn.** When no row is decoding, the engine waits for the pending gym steps, appends
+   each continuing row's observation segment (the template's text for end-of-turn + tool message +
+   generation prompt, tokenised alone; loss mask 0), admits queued episodes into the free rows, and
+   regathers every ready row into one compact batch (gaps dropped). Turns are synchronous within a
+   batch: a row waits for the slowest row of its turn.
+
+The recorded log-probability of a token is ``log_softmax(logits / temperature)`` at that token
+(raw logits when greedy); see `baorl.rollout.sampling`. Each episode samples from its own random
+stream, seeded from (seed, call number, episode index): a run is reproducible, and an episode's
+tokens do not depend on ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from baorl.gyms.base import Gym
+from baorl.gyms.parser import ParsedAction, parse_action
+from baorl.records import Episode, Turn
+from baorl.rollout.kvcache import KVBatch, check_supported
+from baorl.rollout.render import ChatRenderer
+from baorl.rollout.sampling import sample_next
+
+log = logging.getLogger(__name__)
+
+#: logits hook: (each decoding row's context ids, logits (rows, vocab)) -> logits
+LogitsProcessor = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
+
+
+class EngineConfig(BaseModel):
+    """Settings of a rollout run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int | None = Field(None, ge=1, description="turn limit per episode; None keeps each gym's own (T)")
+    max_prompt_tokens: int = Field(1152, ge=1, description="longest initial prompt; longer ones end at once")
+    max_response_tokens: int = Field(
+        7000, ge=1, description="tokens after the prompt per episode (policy and observations): the budget")
+    max_new_tokens_per_turn: int = Field(512, ge=1, description="most tokens one generation may take")
+    temperature: float = Field(1.0, ge=0.0, description="sampling temperature; 0 decodes greedily")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1.0: off)")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens only (0: off)")
+    batch_size: int = Field(32, ge=1, description="most episodes decoded together; others queue")
+    chat_template: str = Field("auto", description="auto, native, chatml-tools, qwen3, or Jinja source")
+    template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra template variables")
+    reward_in_obs: bool | None = Field(None, description="suffix observations with the step reward; None keeps the gym's")
+    seed: int = Field(0, description="seed of the sampling streams (and the gyms' reset seed unless given)")
+    stop_strings: list[str] = Field(default_factory=lambda: ["</tool_call>"],
+                                    description="a turn ends once its text contains one of these")
+    prefill_tokens: int = Field(4096, ge=1, description="most tokens (rows x positions) in one prefill forward")
+    step_timeout_s: float | None = Field(None, gt=0, description="a gym step slower than this ends the episode "
+                                         "as simulator_error (None: no limit)")
+
+
+@dataclass
+class Trajectory:
+    """One episode as the trainer needs it.
+
+    ``response_ids`` are all tokens after the prompt; ``response_mask`` is 1 exactly on the
+    tokens the policy sampled; ``logprobs`` (aligned, 0.0 where the mask is 0) are their
+    log-probabilities; ``turn_spans[k] = (start, end)`` is turn k's sampled tokens in
+    ``response_ids``. Turns (and their rewards and choices) are ``episode.turns``, one per span.
+    """
+
+    episode: Episode
+    prompt_ids: list[int]
+    response_ids: list[int]
+    response_mask: list[int]
+    logprobs: list[float]
+    turn_spans: list[tuple[int, int]]
+
+    @property
+    def turn_rewards(self) -> list[float]:
+        return [t.reward for t in self.episode.turns]
+
+    @property
+    def turn_choices(self) -> list[str | None]:
+        return [t.choice for t in self.episode.turns]
+
+    @property
+    def turn_lengths(self) -> list[int]:
+        return [end - start for start, end in self.turn_spans]
+
+    def to_record(self) -> dict[str, Any]:
+        """The episode record with the token fields added (JSON-able; `Episode` keeps extra fields)."""
+        return {**self.episode.model_dump(), "prompt_ids": self.prompt_ids, "response_ids": self.response_ids,
+                "response_mask": self.response_mask, "logprobs": self.logprobs,
+                "turn_spans": [list(s) for s in self.turn_spans]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Trajectory:
+        rec = dict(record)
+        tokens = {k: rec.pop(k) for k in ("prompt_ids", "response_ids", "response_mask", "logprobs", "turn_spans")}
+        tokens["turn_spans"] = [tuple(s) for s in tokens["turn_spans"]]
+        return cls(episode=Episode.model_validate(rec), **tokens)
+
+
+@dataclass
+class _Row:
+    """One episode in flight."""
+
+    index: int
+    gym: Gym
+    seed: int
+    rng: torch.Generator
+    prompt_len: int
+    ids: list[int]                     # prompt + response so far; ids[n_cached:] are not in the cache yet
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    n_cached: int = 0
+    turn_start: int = 0
+    state: str = "new"                 # new, decode, stepping, ready, done
+    batch: KVBatch | None = None
+    slot: int = -1
+    task: asyncio.Future | None = None
+    parsed: ParsedAction | None = None
+    ended_turn: bool = False           # the policy emitted the end-of-turn token itself
+    meta: dict[str, Any] = field(default_factory=dict)  # the current turn's token counts
+    result: Trajectory | None = None
+
+    @property
+    def response_len(self) -> int:
+        return len(self.ids) - self.prompt_len
+
+
+class RolloutEngine:
+    """Plays gyms with a local causal LM, many episodes at once, recording tokens exactly.
+
+    Args:
+        model: a transformers causal LM (Llama, Qwen3, Mistral, … full-attention decoders).
+        tokenizer: its tokenizer.
+        config: the run settings (`EngineConfig`).
+        name: the policy name written into each episode record (e.g. ``hf:embedded``).
+        logits_processor: optional hook applied to each step's logits before sampling, given
+            every decoding row's context ids (tests use it to force scripted outputs).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: EngineConfig | None = None, *, name: str = "hf",
+                 logits_processor: LogitsProcessor | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config or EngineConfig()
+        self.name = name
+        self.logits_processor = logits_processor
+        self.num_layers = check_supported(model)
+        self.renderer = ChatRenderer(tokenizer, self.config.chat_template, template_kwargs=self.config.template_kwargs)
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.stop_ids = self._stop_ids()
+        vocab = len(tokenizer)
+        texts = tokenizer.batch_decode([[i] for i in range(vocab)], skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False)
+        tails = {s[-1] for s in self.config.stop_strings if s}
+        #: token ids whose text could complete a stop string (only these trigger the tail check)
+        self._may_stop = {i for i, t in enumerate(texts) if any(ch in t for ch in tails)}
+        self._keep_one = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baorl-forward")
+        self._calls = 0
+        self._running = False
+        #: counters of the last `arun` (see `_new_stats`)
+        self.stats: dict[str, float] = self._new_stats()
+        self._done_cb: Callable[[Trajectory], None] | None = None
+
+    @staticmethod
+    def _new_stats() -> dict[str, float]:
+        """generated: sampled tokens; prefilled / fed: prompt and observation tokens computed;
+        decode_steps / forward_s: batched decoding steps and seconds inside forward passes;
+        parked: times stopped rows left the decoding batch; wall_s: the run's duration."""
+        return dict.fromkeys(("generated", "prefilled", "fed", "decode_steps", "forward_s", "parked", "wall_s"), 0)
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for src in (getattr(self.model, "generation_config", None), self.tokenizer):
+            eos = getattr(src, "eos_token_id", None)
+            ids.update([eos] if isinstance(eos, int) else (eos or []))
+        if self.renderer.eot_id is not None:
+            ids.add(self.renderer.eot_id)
+        return ids
+
+    # ---- public API -------------------------------------------------------------------------------
+    def run(self, gyms: Sequence[Gym], **kw: Any) -> list[Trajectory]:
+        """Synchronous `arun`."""
+        return asyncio.run(self.arun(gyms, **kw))
+
+    async def arun(
+        self,
+        gyms: Sequence[Gym],
+        *,
+        seeds: Sequence[int] | None = None,
+        sample_seed: int | None = None,
+        on_episode_done: Callable[[Trajectory], None] | None = None,
+    ) -> list[Trajectory]:
+        """Play one episode per gym; returns the trajectories in the order of `gyms`.
+
+        Args:
+            gyms: one gym per episode (distinct instances; the same task may repeat).
+            seeds: each episode's reset seed (default: ``config.seed`` for all).
+            sample_seed: seed of this call's sampling streams (default: derived from
+                ``config.seed`` and how many times this engine has run, so repeated calls differ
+                and a fresh engine with the same config repeats them).
+            on_episode_done: called with each trajectory as soon as its episode ends.
+        """
+        if self._running:
+            raise RuntimeError("this engine is already running a rollout; use one engine per concurrent run")
+        if seeds is not None and len(seeds) != len(gyms):
+            raise ValueError(f"got {len(seeds)} seeds for {len(gyms)} gyms; pass one seed per gym")
+        if len({id(g) for g in gyms}) != len(gyms):
+            raise ValueError("the same gym instance appears twice; pass one gym instance per episode")
+        base = sample_seed if sample_seed is not None else self.config.seed * 1_000_003 + self._calls
+        self._calls += 1
+        self._done_cb = on_episode_done
+        training = self.model.training
+        self.model.eval()
+        self._running = True
+        self.stats = self._new_stats()
+        t0 = time.perf_counter()
+        try:
+            rows = [self._start(i, g, self.config.seed if seeds is None else int(seeds[i]), base)
+                    for i, g in enumerate(gyms)]
+            await self._loop(deque(r for r in rows if r.state != "done"))
+        finally:
+            self.stats["wall_s"] = time.perf_counter() - t0
+            self._running = False
+            self.model.train(training)
+        return [r.result for r in rows]
+
+    # ---- episode bookkeeping ----------------------------------------------------------------------
+    def _start(self, i: int, gym: Gym, seed: int, base: int) -> _Row:
+        if self.config.max_turns is not None:
+            gym.max_turns = self.config.max_turns
+        if self.config.reward_in_obs is not None:
+            gym.reward_in_obs = self.config.reward_in_obs
+        task_prompt, info = gym.reset(seed=seed)
+        ids = self.renderer.encode(self.renderer.prompt_text(info["system_prompt"], task_prompt))
+        rng = torch.Generator().manual_seed((base * 1_000_003 + i) % (1 << 62))
+        row = _Row(index=i, gym=gym, seed=seed, rng=rng, prompt_len=len(ids), ids=ids)
+        if len(ids) > self.config.max_prompt_tokens:
+            msg = f"prompt has {len(ids)} tokens > max_prompt_tokens={self.config.max_prompt_tokens}"
+            log.warning("episode %d (task %s): %s", i, gym.task.id, msg)
+            self._finish(row, "token_budget", error=msg)
+        return row
+
+    def _finish(self, row: _Row, termination: str, *, success: bool = False, **extra: Any) -> None:
+        gym = row.gym
+        episode = Episode.from_turns(
+            turns=row.turns, gym=gym.name, task_id=gym.task.id, policy=self.name, seed=row.seed,
+            success=success, termination=termination, simulator=gym.simulator_label,
+            simulator_detail=getattr(gym.user, "detail", "") if gym.user is not None else "", **extra,
+        )
+        p = row.prompt_len
+        row.result = Trajectory(episode, row.ids[:p], row.ids[p:], row.mask, row.logprobs, row.spans)
+        row.state, row.batch, row.task = "done", None, None
+        if self._done_cb is not None:
+            self._done_cb(row.result)
+
+    def _end_turn(self, row: _Row, reason: str) -> None:
+        """A row stopped generating: parse its turn and start the gym step (or end the episode)."""
+        row.spans.append((row.turn_start - row.prompt_len, len(row.ids) - row.prompt_len))
+        ids = row.ids[row.turn_start:]
+        row.ended_turn = bool(ids) and ids[-1] == self.renderer.eot_id
+        if ids and ids[-1] in self.stop_ids:
+            ids = ids[:-1]  # the end token is not part of the message's text
+        parsed = parse_action(self.renderer.decode(ids))
+        n_tokens = len(row.ids) - row.turn_start
+        meta = {"prompt_tokens": row.turn_start, "completion_tokens": n_tokens, "stop_reason": reason}
+        if reason == "budget":
+            row.turns.append(Turn(choice=None, think=parsed.think, feedback="token budget exhausted", **meta))
+            self._finish(row, "token_budget")
+        elif parsed.choice is None:
+            row.turns.append(Turn(choice=None, think=parsed.think, feedback=parsed.error or "", **meta))
+            self._finish(row, "no_tool_call")
+        else:
+            row.parsed = parsed
+            row.meta = meta
+            row.state = "stepping"
+            row.task = asyncio.ensure_future(self._step(row.gym, parsed))
+
+    async def _step(self, gym: Gym, parsed: ParsedAction) -> tuple:
+        if self.config.step_timeout_s is None:
+            return await gym.astep(parsed)
+        try:
+            return await asyncio.wait_for(gym.astep(parsed), self.config.step_timeout_s)
+        except asyncio.TimeoutError:
+            fb = f"The environment did not answer within {self.config.step_timeout_s:g} s (simulator error)."
+            return fb, 0.0, False, True, {"choice": parsed.choice, "content": parsed.content, "valid": True,
+                                          "user_involved": False, "feedback": fb, "termination": "simulator_error"}
+
+    def _after_step(self, row: _Row) -> None:
+        """Record a finished gym step; end the episode or append the observation segment."""
+        obs, reward, terminated, truncated, info = row.task.result()
+        row.turns.append(Turn(
+            choice=info["choice"] if info.get("valid") else None, content=info.get("content", ""),
+            reward=float(reward), feedback=info.get("feedback", obs), user_involved=bool(info.get("user_involved")),
+            think=row.parsed.think, **row.meta,
+        ))
+        if terminated or truncated:
+            termination = info.get("termination", "turn_limit")
+            self._finish(row, termination, success=termination == "solved")
+            return
+        seg = self.renderer.encode(self.renderer.observation_text(obs, policy_ended_turn=row.ended_turn))
+        if len(seg) >= self.config.max_response_tokens - row.response_len:
+            self._finish(row, "token_budget")  # no room for the observation and one more token
+            return
+        row.ids += seg
+        row.mask += [0] * len(seg)
+        row.logprobs += [0.0] * len(seg)
+        row.state = "ready"
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    async def _loop(self, queue: deque[_Row]) -> None:
+        live: list[_Row] = []
+        while True:
+            waiting = [r.task for r in live if r.state == "stepping" and not r.task.done()]
+            if waiting:  # turns are synchronous: wait for every pending step of the last turn
+                await asyncio.wait(waiting)
+            for row in live:
+                if row.state == "stepping":
+                    self._after_step(row)
+            live = [r for r in live if r.state != "done"]
+            new = []
+            while queue and len(live) < self.config.batch_size:
+                new.append(queue.popleft())
+                live.append(new[-1])
+            if not live:
+                return
+            if new:
+                await self._prefill(new)
+            batch = await self._regather(live, self._room(live, pending=True))
+            await self._extend(batch, live)
+            await self._decode(batch, live)
+
+    async def _run(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _forward(self, batch: KVBatch, input_ids: list[list[int]], valid: list[list[bool]],
+                 positions: list[list[int]], want_logits: bool) -> torch.Tensor | None:
+        """One forward pass appending ``len(input_ids[0])`` columns to `batch` (worker thread)."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            dev = self.device
+            ids_t = torch.tensor(input_ids, dtype=torch.long, device=dev)
+            attn = batch.append_mask(torch.tensor(valid, dtype=torch.bool, device=dev))
+            kw: dict[str, Any] = {}
+            if self._keep_one:
+                kw["logits_to_keep"] = 1
+            out = self.model(input_ids=ids_t, attention_mask=attn, past_key_values=batch.cache, use_cache=True,
+                             position_ids=torch.tensor(positions, dtype=torch.long, device=dev), **kw)
+            batch.advance(ids_t.shape[1])
+            logits = out.logits[:, -1, :].float() if want_logits else None
+        self.stats["forward_s"] += time.perf_counter() - t0
+        return logits
+
+    async def _feed(self, batch: KVBatch, feeds: list[list[int]], starts: list[int], kind: str) -> None:
+        """Append each row's `feeds` tokens (right-padded, masked) at positions ``starts[i]…``, in chunks."""
+        width = max((len(f) for f in feeds), default=0)
+        if width == 0:
+            return
+        self.stats[kind] += sum(len(f) for f in feeds)
+        step = max(1, self.config.prefill_tokens // len(feeds))
+        for s in range(0, width, step):
+            e = min(width, s + step)
+            ids, valid, pos = [], [], []
+            for f, p0 in zip(feeds, starts):
+                chunk = f[s:e]
+                n = len(chunk)
+                ids.append(chunk + [self.pad_id] * (e - s - n))
+                valid.append([True] * n + [False] * (e - s - n))
+                pos.append([p0 + s + j if j < n else p0 for j in range(e - s)])
+            batch.reserve(e - s)
+            await self._run(self._forward, batch, ids, valid, pos, False)
+
+    async def _prefill(self, rows: list[_Row]) -> None:
+        """Cache the prompts of new rows (all but their last token); identical prompts are computed once."""
+        unique: dict[tuple[int, ...], int] = {}
+        for row in rows:
+            key = tuple(row.ids[:-1])
+            row.slot = unique.setdefault(key, len(unique))
+        prompts = [list(k) for k in unique]
+        batch = KVBatch(self.num_layers, len(prompts), max(1, max(len(p) for p in prompts)), self.device)
+        await self._feed(batch, prompts, [0] * len(prompts), "prefilled")
+        for row in rows:
+            row.batch, row.n_cached, row.state = batch, len(row.ids) - 1, "ready"
+
+    def _room(self, rows: list[_Row], *, pending: bool) -> int:
+        """Columns the rest of this turn can add: pending tokens (if not fed yet) + generation."""
+        cfg = self.config
+        room = 0
+        for r in rows:
+            if pending:
+                feed, made = len(r.ids) - r.n_cached - 1, 0
+            else:
+                feed, made = 0, len(r.ids) - r.turn_start
+            gen = min(cfg.max_new_tokens_per_turn - made, cfg.max_response_tokens - r.response_len)
+            room = max(room, feed + gen)
+        return room
+
+    async def _regather(self, rows: list[_Row], extra: int) -> KVBatch:
+        """One compact batch with `rows`, in order, with `extra` free columns."""
+        sources: list[tuple[KVBatch, list[int]]] = []
+        for row in rows:
+            if not sources or sources[-1][0] is not row.batch:
+                sources.append((row.batch, []))
+            sources[-1][1].append(row.slot)
+        batch = await self._run(lambda: KVBatch.gather(sources, extra=extra, device=self.device))
+        for i, row in enumerate(rows):
+            row.batch, row.slot = batch, i
+        return batch
+
+    async def _extend(self, batch: KVBatch, rows: list[_Row]) -> None:
+        """Feed each row's pending tokens but the last (the observation segment) into the cache."""
+        feeds = [r.ids[r.n_cached:-1] for r in rows]
+        await self._feed(batch, feeds, [r.n_cached for r in rows], "fed")
+        for row in rows:
+            row.n_cached = len(row.ids) - 1
+            row.state, row.turn_start = "decode", len(row.ids)
+
+    async def _decode(self, batch: KVBatch, rows: list[_Row]) -> None:
+        """Generate one turn for every row of `batch` (slot i holds rows[i])."""
+        cfg = self.config
+        slots = list(rows)
+        while True:
+            active = [i for i, r in enumerate(slots) if r.state == "decode"]
+            if not active:
+                return
+            if len(slots) - len(active) >= max(1, len(slots) // 4):  # park the stopped rows
+                slots = [slots[i] for i in active]
+                batch = await self._regather(slots, self._room(slots, pending=False))
+                self.stats["parked"] += 1
+                active = list(range(len(slots)))
+            ids = [[r.ids[-1] if r.state == "decode" else self.pad_id] for r in slots]
+            valid = [[r.state == "decode"] for r in slots]
+            pos = [[len(r.ids) - 1] for r in slots]
+            uniforms = None
+            if cfg.temperature > 0:
+                uniforms = torch.cat([torch.rand(1, generator=slots[i].rng) for i in active])
+            tokens, logprobs = await self._run(self._step_tokens, batch, ids, valid, pos, active, slots, uniforms)
+            self.stats["decode_steps"] += 1
+            self.stats["generated"] += len(tokens)
+            for i, tok, lp in zip(active, tokens, logprobs):
+                row = slots[i]
+                row.n_cached = len(row.ids)
+                row.ids.append(tok)
+                row.mask.append(1)
+                row.logprobs.append(lp)
+                reason = self._stop_reason(row, tok)
+                if reason is not None:
+                    self._end_turn(row, reason)
+            await asyncio.sleep(0)  # let finished gym steps run their callbacks
+
+    def _step_tokens(self, batch, ids, valid, pos, active, slots, uniforms) -> tuple[list[int], list[float]]:
+        logits = self._forward(batch, ids, valid, pos, True)[active]
+        if self.logits_processor is not None:
+            logits = self.logits_processor([slots[i].ids for i in active], logits)
+        cfg = self.config
+        tokens, logprobs = sample_next(logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                                       uniforms=uniforms)
+        return tokens.tolist(), logprobs.tolist()
+
+    def _stop_reason(self, row: _Row, tok: int) -> str | None:
+        if tok in self.stop_ids:
+            return "stop"
+        if tok in self._may_stop:
+            tail = self.renderer.decode(row.ids[max(row.turn_start, len(row.ids) - 24):])
+            if any(s in tail for s in self.config.stop_strings):
+                return "tool_call"
+        if row.response_len >= self.config.max_response_tokens:
+            return "budget"
+        if len(row.ids) - row.turn_start >= self.config.max_new_tokens_per_turn:
+            return "length"
+        return None

@@ -1,0 +1,326 @@
+"""The token-exact batched rollout engine: exact ids, masks, log-probs, budgets, terminations, batching.
+
+A tiny random model never writes a tool call by chance, so the positive paths force scripted
+outputs with a logits processor: it adds `bias` to the logit of the script's next token, chosen
+from the row's context alone (which turn it is, how far into the turn), so a fresh forward pass
+over the recorded sequence can apply the same processor and must reproduce the recorded
+log-probabilities. With bias 8 the forced token is the greedy choice yet keeps a log-probability
+that depends on the model's own logits (around -3), so the comparison is informative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import ClassVar
+
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from baorl.agents.base import tool_call_text
+from baorl.gyms import load_tasks, make
+from baorl.gyms.base import Gym, Outcome, Task
+from baorl.models import chat_template, load_tokenizer, tiny_model
+from baorl.records import Episode
+from baorl.rollout.engine import EngineConfig, RolloutEngine, Trajectory
+from baorl.rollout.render import ChatRenderer, TemplateError
+from baorl.users.base import SimulatorError
+
+torch.set_num_threads(2)
+
+
+# ---- a tiny gym whose tasks say how they behave ---------------------------------------------------
+class ProbeTask(Task):
+    answer: str = "42"
+    fail: bool = False       # the simulator fails on `action`
+    delay: float = 0.0       # seconds each step waits (I/O)
+
+
+class ProbeGym(Gym):
+    """Test gym: `action` echoes, `answer` is judged against the task's answer."""
+
+    name: ClassVar[str] = "probe"
+    version: ClassVar[int] = 0
+    task_model: ClassVar[type[Task]] = ProbeTask
+    default_max_turns: ClassVar[int] = 6
+
+    def system_prompt(self) -> str:
+        return "You probe a test environment through the tool."
+
+    def task_prompt(self) -> str:
+        return f"Task {self.task.id}: find the number."
+
+    async def handle(self, choice: str, content: str) -> Outcome:
+        await asyncio.sleep(self.task.delay)
+        if choice == "answer":
+            ok = content.strip() == self.task.answer
+            return Outcome("Correct." if ok else "Wrong, try again.", 1.0 if ok else 0.0, solved=ok)
+        if self.task.fail:
+            raise SimulatorError("simulated outage")
+        return Outcome(f"Observed: {content} -> {len(content)}.")
+
+
+def call(choice: str, content: str, think: str = "ok") -> str:
+    return tool_call_text(choice, content, think)
+
+
+class Forcer:
+    """Logits processor: add `bias` to the script's next token, keyed by the row's prompt and turn."""
+
+    def __init__(self, renderer: ChatRenderer, gyms: list[Gym], scripts: list[list[str]], bias: float) -> None:
+        self.gen = renderer.encode("<|im_start|>assistant\n")
+        self.bias = bias
+        self.table = []
+        for gym, script in zip(gyms, scripts):
+            obs, info = gym.reset(seed=0)
+            prompt = renderer.encode(renderer.prompt_text(info["system_prompt"], obs))
+            self.table.append((prompt, [renderer.encode(t) for t in script]))
+
+    def target(self, ids: list[int]) -> int | None:
+        for prompt, turns in self.table:
+            if ids[: len(prompt)] == prompt:
+                break
+        else:
+            raise AssertionError("unknown prompt")
+        g = len(self.gen)
+        ends = [j for j in range(len(prompt), len(ids) + 1) if ids[j - g:j] == self.gen]
+        turn, k = len(ends), len(ids) - ends[-1]
+        if turn <= len(turns) and k < len(turns[turn - 1]):
+            return turns[turn - 1][k]
+        return None
+
+    def __call__(self, contexts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.clone()
+        for r, ids in enumerate(contexts):
+            t = self.target(ids)
+            if t is not None:
+                logits[r, t] += self.bias
+        return logits
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("embedded")
+
+
+@pytest.fixture(scope="module")
+def llama(tok):
+    return tiny_model(tok)
+
+
+@pytest.fixture(scope="module")
+def qwen3(tok):
+    torch.manual_seed(1)
+    config = Qwen3Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+    )
+    return Qwen3ForCausalLM(config).eval()
+
+
+def probe(id_: str, **kw) -> ProbeGym:
+    return ProbeGym(ProbeTask(id=id_, **kw))
+
+
+def run(model, tok, gyms, scripts, bias=8.0, **cfg):
+    cfg.setdefault("temperature", 0.0)
+    cfg.setdefault("max_new_tokens_per_turn", 80)
+    config = EngineConfig(**cfg)
+    renderer = ChatRenderer(tok, config.chat_template)
+    forcer = Forcer(renderer, gyms, scripts, bias)
+    engine = RolloutEngine(model, tok, config, name="test", logits_processor=forcer)
+    return engine, forcer, engine.run(gyms)
+
+
+# the scripted episodes of the exactness tests: multi-turn, then one free (unforced) turn
+EXACT_SCRIPTS = [
+    [call("action", "7"), call("action", "a longer probe"), call("answer", "42")],  # solved on turn 3
+    [call("search", "x", think="short")],                                            # then free text
+    [call("action", "1"), call("answer", "9")],                                      # then free text
+    [call("search", "test"), call("action", "1 2 3 4")],                             # Function gym
+]
+
+
+def exact_gyms():
+    function = make("function", task=load_tasks("function")[0])
+    return [probe("a"), probe("b"), probe("c"), function]
+
+
+def segments(mask: list[int]) -> list[tuple[int, int, int]]:
+    """Runs of equal mask values: (value, start, end)."""
+    out, s = [], 0
+    for i in range(1, len(mask) + 1):
+        if i == len(mask) or mask[i] != mask[s]:
+            out.append((mask[s], s, i))
+            s = i
+    return out
+
+
+@pytest.mark.parametrize("template,model_name", [("chatml-tools", "llama"), ("qwen3", "qwen3")])
+def test_token_exact(tok, request, template, model_name):
+    model = request.getfixturevalue(model_name)
+    gyms = exact_gyms()
+    engine, forcer, trajs = run(model, tok, gyms, EXACT_SCRIPTS, chat_template=template, batch_size=4,
+                                max_new_tokens_per_turn=60)
+    r = engine.renderer
+    assert trajs[0].episode.termination == "solved" and trajs[0].episode.score == 1.0
+    assert [t.episode.termination for t in trajs[1:]] == ["no_tool_call"] * 3
+    assert [len(t.episode.turns) for t in trajs] == [3, 2, 3, 3]
+    for traj, gym in zip(trajs, gyms):
+        ep = traj.episode
+        full = traj.prompt_ids + traj.response_ids
+        mask, spans = traj.response_mask, traj.turn_spans
+        task_prompt, info = gym.reset(seed=0)
+        msgs = [{"role": "system", "content": info["system_prompt"]}, {"role": "user", "content": task_prompt}]
+        # prompt: exactly the template's tokens
+        assert traj.prompt_ids == r.encode(r.render(msgs, add_generation_prompt=True))
+        # masks and spans: mask 1 exactly on the spans, which partition the sampled tokens
+        ones = [(s, e) for v, s, e in segments(mask) if v == 1]
+        assert ones == spans and len(spans) == len(ep.turns)
+        assert [t.completion_tokens for t in ep.turns] == [e - s for s, e in spans]
+        assert [t.prompt_tokens for t in ep.turns] == [len(traj.prompt_ids) + s for s, _ in spans]
+        assert all(lp == 0.0 for lp, m in zip(traj.logprobs, mask) if m == 0)
+        assert len(traj.logprobs) == len(mask) == len(traj.response_ids)
+        # (a) + (b): the sequence decodes to the rendered conversation; each observation segment is
+        # exactly the tokenisation of the template's text between two assistant messages
+        for k, (s, e) in enumerate(spans):
+            policy = traj.response_ids[s:e]
+            ended = policy[-1] == r.eot_id
+            content = r.decode(policy[:-1] if ended else policy)
+            msgs.append({"role": "assistant", "content": content})
+            if k + 1 < len(spans):
+                msgs.append({"role": "tool", "content": ep.turns[k].feedback})
+                rendered = r.render(msgs, add_generation_prompt=True)
+                upto = r.decode(full[: len(traj.prompt_ids) + e])
+                assert rendered.startswith(upto)
+                assert traj.response_ids[e:spans[k + 1][0]] == r.encode(rendered[len(upto):])
+        expected = r.render(msgs[:-1], add_generation_prompt=True) + r.decode(traj.response_ids[spans[-1][0]:])
+        assert r.decode(full) == expected
+        # (c): every sampled token is the token the sampler chose for exactly that context (greedy:
+        # the argmax of the processed logits) and is fed back as is, never re-tokenised
+        with torch.no_grad():
+            logits = model(torch.tensor([full])).logits[0].float()
+        p0 = len(traj.prompt_ids)
+        for j in (j for j, m in enumerate(mask) if m):
+            ctx = full[: p0 + j]
+            processed = forcer([ctx], logits[p0 + j - 1][None])[0]
+            assert int(processed.argmax()) == full[p0 + j]
+            # (d): a fresh forward pass scores the recorded token as recorded
+            assert abs(float(processed.log_softmax(-1)[full[p0 + j]]) - traj.logprobs[j]) < 1e-4
+    # the last turns ran free (unforced) up to the per-turn cap
+    assert [t.turn_lengths[-1] for t in trajs[1:]] == [60] * 3
+    assert all(t.episode.turns[-1].stop_reason == "length" for t in trajs[1:])
+
+
+def test_terminations_and_bad_input(tok, llama):
+    gyms = [
+        probe("solve"), probe("limit"), probe("plain"), probe("json"), probe("think"),
+        probe("sim", fail=True, delay=0.05), probe("finish"), probe("slow", delay=0.1),
+    ]
+    scripts = [
+        [call("action", "3"), call("answer", "42")],
+        [call("action", "1"), call("action", "2"), call("action", "3")],
+        ["I would rather just talk.<|im_end|>"],
+        ['<tool_call>\n{"name": "interact_with_env", "arguments": {choice: answer}}\n</tool_call>'],
+        ["<think>" + " and then" * 200],
+        [call("action", "1")],
+        ["[finish]<|im_end|>"],
+        [call("search", "a"), call("answer", "7"), call("answer", "42")],
+    ]
+    _, _, trajs = run(llama, tok, gyms, scripts, bias=30.0, max_turns=3, batch_size=8, max_response_tokens=260,
+                      max_new_tokens_per_turn=300)
+    eps = {t.episode.task_id: t.episode for t in trajs}
+    assert {k: e.termination for k, e in eps.items()} == {
+        "solve": "solved", "limit": "turn_limit", "plain": "no_tool_call", "json": "no_tool_call",
+        "think": "token_budget", "sim": "simulator_error", "finish": "finish", "slow": "solved",
+    }
+    assert [t.choice for t in eps["solve"].turns] == ["action", "answer"] and eps["solve"].success
+    assert [t.reward for t in eps["slow"].turns] == [0.0, 0.0, 1.0] and eps["slow"].user_actions == 2
+    assert len(eps["limit"].turns) == 3 and eps["limit"].score == 0.0
+    assert eps["json"].turns[0].choice is None and "JSON" in eps["json"].turns[0].feedback
+    assert eps["plain"].turns[0].choice is None and eps["plain"].turns[0].feedback == "no tool call found"
+    think = next(t for t in trajs if t.episode.task_id == "think")
+    assert len(think.response_ids) == 260 and think.episode.turns[0].stop_reason == "budget"
+    assert think.episode.turns[0].think.startswith("and then")
+    for t in trajs:  # every record is complete and valid JSON
+        assert Episode.model_validate_json(t.episode.model_dump_json()) == t.episode
+        assert len(t.turn_spans) == len(t.episode.turns) == len(t.turn_rewards) == len(t.turn_choices)
+        assert len(t.response_ids) <= 260
+
+
+def test_budget_counts_observations(tok, llama):
+    """Observation tokens count against the budget; an observation that does not fit ends the episode."""
+    script = [[call("action", "x" * 40)] * 6]
+    _, _, (traj,) = run(llama, tok, [probe("b")], script, max_response_tokens=150)
+    ep = traj.episode
+    assert ep.termination == "token_budget" and len(ep.turns) >= 2
+    assert traj.response_mask[-1] == 1  # ended right after the policy's last token
+    assert len(traj.response_ids) <= 150 and traj.response_mask.count(0) > 0
+
+
+def test_prompt_too_long_and_step_timeout(tok, llama):
+    gyms = [probe("long"), probe("slow", delay=5.0), probe("ok")]
+    scripts = [[call("answer", "42")], [call("action", "1")], [call("answer", "42")]]
+    _, _, trajs = run(llama, tok, gyms[:1], scripts[:1], max_prompt_tokens=10)
+    assert trajs[0].episode.termination == "token_budget" and trajs[0].episode.turns == []
+    assert "max_prompt_tokens" in trajs[0].episode.error and trajs[0].response_ids == []
+    _, _, trajs = run(llama, tok, gyms[1:], scripts[1:], step_timeout_s=0.2)
+    assert [t.episode.termination for t in trajs] == ["simulator_error", "solved"]
+
+
+def test_batching_is_invisible(tok, llama):
+    """Greedy results are the same at batch size 1, 3 (queued episodes join) and 6."""
+    scripts = [
+        [call("action", "1"), call("answer", "42")], [call("action", "a much longer probe text here")],
+        ["<|im_end|>"], [call("search", "x"), call("action", "y"), call("answer", "1")],
+        [call("answer", "42")], [call("action", "2"), call("action", "3")],
+    ]
+    results = []
+    for bs in (1, 3, 6):
+        gyms = [probe(f"t{i}") for i in range(6)]
+        engine, _, trajs = run(llama, tok, gyms, scripts, batch_size=bs, max_new_tokens_per_turn=60, max_turns=4)
+        results.append(trajs)
+        if bs > 1:  # rows that stopped early left the decoding batch
+            assert engine.stats["parked"] > 0
+        assert engine.stats["generated"] == sum(t.response_mask.count(1) for t in trajs)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.prompt_ids == b.prompt_ids and a.response_ids == b.response_ids
+            assert a.response_mask == b.response_mask and a.turn_spans == b.turn_spans
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+            assert a.episode == b.episode
+
+
+def test_sampling_is_reproducible(tok, llama):
+    def once(bs, **kw):
+        gyms = [probe(f"s{i}") for i in range(4)]
+        scripts = [[call("action", "1")]] * 4
+        _, _, trajs = run(llama, tok, gyms, scripts, bias=30.0, temperature=1.0, top_k=50, top_p=0.9,
+                          batch_size=bs, max_new_tokens_per_turn=60, seed=3, **kw)
+        return [t.response_ids for t in trajs]
+
+    a = once(4)
+    assert a == once(4) == once(1)  # same seed: same tokens, whatever the batch size
+    assert len({tuple(x) for x in a}) == 4  # each episode has its own random stream
+    engine = RolloutEngine(llama, tok, EngineConfig(temperature=1.0, max_new_tokens_per_turn=8, seed=3))
+    first = engine.run([probe("z")])[0].response_ids
+    assert engine.run([probe("z")])[0].response_ids != first  # a second call draws new samples
+
+
+def test_trajectory_record_roundtrip(tok, llama):
+    _, _, (traj,) = run(llama, tok, [probe("r")], [[call("action", "1"), call("answer", "42")]])
+    rec = json.loads(json.dumps(traj.to_record()))
+    back = Trajectory.from_record(rec)
+    assert back == traj and back.turn_lengths == [e - s for s, e in traj.turn_spans]
+    assert Episode.model_validate(rec).termination == "solved"  # the same line is a valid episode record
+
+
+def test_template_without_prefix_property_is_refused(tok):
+    bad = chat_template(tok, "chatml-tools").replace(
+        "{% if add_generation_prompt %}<|im_start|>assistant\n",
+        "{% if add_generation_prompt %}<|im_start|>assistant turn {{ messages | length }}\n")
+    with pytest.raises(TemplateError, match="prefix property|verbatim"):
+        ChatRenderer(tok, bad)
