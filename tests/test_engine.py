@@ -72,17 +72,13 @@ class Forcer:
         self.gen = renderer.encode("<|im_start|>assistant\n")
         self.bias = bias
         self.table = []
-        for gym, script in zip(gyms, scripts):
+        for gym, script in zip(gyms, scripts, strict=True):
             obs, info = gym.reset(seed=0)
             prompt = renderer.encode(renderer.prompt_text(info["system_prompt"], obs))
             self.table.append((prompt, [renderer.encode(t) for t in script]))
 
     def target(self, ids: list[int]) -> int | None:
-        for prompt, turns in self.table:
-            if ids[: len(prompt)] == prompt:
-                break
-        else:
-            raise AssertionError("unknown prompt")
+        prompt, turns = next((p, t) for p, t in self.table if ids[: len(p)] == p)
         g = len(self.gen)
         ends = [j for j in range(len(prompt), len(ids) + 1) if ids[j - g:j] == self.gen]
         turn, k = len(ends), len(ids) - ends[-1]
@@ -163,13 +159,16 @@ def segments(mask: list[int]) -> list[tuple[int, int, int]]:
 def test_token_exact(tok, request, template, model_name):
     model = request.getfixturevalue(model_name)
     gyms = exact_gyms()
-    engine, forcer, trajs = run(model, tok, gyms, EXACT_SCRIPTS, chat_template=template, batch_size=4,
+    # batch 3: the probe episodes share a long prompt prefix (kept once in the cache); the Function
+    # episode joins when the first episode ends
+    engine, forcer, trajs = run(model, tok, gyms, EXACT_SCRIPTS, chat_template=template, batch_size=3,
                                 max_new_tokens_per_turn=60)
+    assert engine.stats["prefix_max"] > 100
     r = engine.renderer
     assert trajs[0].episode.termination == "solved" and trajs[0].episode.score == 1.0
     assert [t.episode.termination for t in trajs[1:]] == ["no_tool_call"] * 3
     assert [len(t.episode.turns) for t in trajs] == [3, 2, 3, 3]
-    for traj, gym in zip(trajs, gyms):
+    for traj, gym in zip(trajs, gyms, strict=True):
         ep = traj.episode
         full = traj.prompt_ids + traj.response_ids
         mask, spans = traj.response_mask, traj.turn_spans
@@ -182,7 +181,7 @@ def test_token_exact(tok, request, template, model_name):
         assert ones == spans and len(spans) == len(ep.turns)
         assert [t.completion_tokens for t in ep.turns] == [e - s for s, e in spans]
         assert [t.prompt_tokens for t in ep.turns] == [len(traj.prompt_ids) + s for s, _ in spans]
-        assert all(lp == 0.0 for lp, m in zip(traj.logprobs, mask) if m == 0)
+        assert all(lp == 0.0 for lp, m in zip(traj.logprobs, mask, strict=True) if m == 0)
         assert len(traj.logprobs) == len(mask) == len(traj.response_ids)
         # (a) + (b): the sequence decodes to the rendered conversation; each observation segment is
         # exactly the tokenisation of the template's text between two assistant messages
@@ -230,8 +229,13 @@ def test_terminations_and_bad_input(tok, llama):
         ["[finish]<|im_end|>"],
         [call("search", "a"), call("answer", "7"), call("answer", "42")],
     ]
-    _, _, trajs = run(llama, tok, gyms, scripts, bias=30.0, max_turns=3, batch_size=8, max_response_tokens=260,
-                      max_new_tokens_per_turn=300)
+    config = EngineConfig(temperature=0.0, max_turns=3, batch_size=8, max_response_tokens=260,
+                          max_new_tokens_per_turn=300)
+    forcer = Forcer(ChatRenderer(tok, "auto"), gyms, scripts, bias=30.0)
+    done: list[str] = []
+    engine = RolloutEngine(llama, tok, config, logits_processor=forcer)
+    trajs = engine.run(gyms, on_episode_done=lambda t: done.append(t.episode.task_id))
+    assert sorted(done) == sorted(g.task.id for g in gyms)  # each episode reported once, when it ended
     eps = {t.episode.task_id: t.episode for t in trajs}
     assert {k: e.termination for k, e in eps.items()} == {
         "solve": "solved", "limit": "turn_limit", "plain": "no_tool_call", "json": "no_tool_call",
@@ -249,6 +253,32 @@ def test_terminations_and_bad_input(tok, llama):
         assert Episode.model_validate_json(t.episode.model_dump_json()) == t.episode
         assert len(t.turn_spans) == len(t.episode.turns) == len(t.turn_rewards) == len(t.turn_choices)
         assert len(t.response_ids) <= 260
+
+
+class WatchedGym(ProbeGym):
+    """Records how many decoding steps the engine made while this gym's step waited on I/O."""
+
+    engine: ClassVar[RolloutEngine | None] = None
+    seen: ClassVar[list[tuple[float, float]]] = []
+
+    async def handle(self, choice: str, content: str) -> Outcome:
+        before = self.engine.stats["decode_steps"]
+        out = await super().handle(choice, content)
+        WatchedGym.seen.append((before, self.engine.stats["decode_steps"]))
+        return out
+
+
+def test_gym_steps_overlap_generation(tok, llama):
+    """A row's gym step waits on I/O while the other rows keep generating."""
+    gyms = [WatchedGym(ProbeTask(id="early", delay=0.5)), probe("late")]
+    scripts = [[call("answer", "42")], [call("answer", "42", think="x" * 300)]]
+    config = EngineConfig(temperature=0.0, batch_size=2, max_new_tokens_per_turn=400)
+    engine = RolloutEngine(llama, tok, config, logits_processor=Forcer(ChatRenderer(tok, "auto"), gyms, scripts, 30.0))
+    WatchedGym.engine, WatchedGym.seen = engine, []
+    trajs = engine.run(gyms)
+    assert [t.episode.termination for t in trajs] == ["solved", "solved"]
+    (before, after), = WatchedGym.seen
+    assert after > before  # decoding went on during the step
 
 
 def test_budget_counts_observations(tok, llama):
@@ -287,10 +317,10 @@ def test_batching_is_invisible(tok, llama):
             assert engine.stats["parked"] > 0
         assert engine.stats["generated"] == sum(t.response_mask.count(1) for t in trajs)
     for other in results[1:]:
-        for a, b in zip(results[0], other):
+        for a, b in zip(results[0], other, strict=True):
             assert a.prompt_ids == b.prompt_ids and a.response_ids == b.response_ids
             assert a.response_mask == b.response_mask and a.turn_spans == b.turn_spans
-            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
             assert a.episode == b.episode
 
 
@@ -318,9 +348,48 @@ def test_trajectory_record_roundtrip(tok, llama):
     assert Episode.model_validate(rec).termination == "solved"  # the same line is a valid episode record
 
 
+def test_hf_policy_plays_the_embedded_model():
+    from baorl.agents.hf import HFPolicy
+
+    with pytest.raises(ValueError, match="hf:embedded"):
+        HFPolicy("hf:")
+    policy = HFPolicy("hf:embedded", EngineConfig(temperature=0.0, max_new_tokens_per_turn=6))
+    (traj,) = policy.rollout([make("function", task=load_tasks("function")[0])])
+    assert traj.episode.policy == "hf:embedded" and traj.episode.termination == "no_tool_call"
+    assert 1 <= len(traj.response_ids) <= 6 and traj.response_mask == [1] * len(traj.response_ids)
+
+
 def test_template_without_prefix_property_is_refused(tok):
     bad = chat_template(tok, "chatml-tools").replace(
         "{% if add_generation_prompt %}<|im_start|>assistant\n",
         "{% if add_generation_prompt %}<|im_start|>assistant turn {{ messages | length }}\n")
     with pytest.raises(TemplateError, match="prefix property|verbatim"):
         ChatRenderer(tok, bad)
+
+
+@pytest.mark.parametrize("q,masked", [(1, True), (1, False), (5, False), (5, True)])
+def test_prefix_attention_matches_sdpa(q, masked):
+    """Shared-prefix attention equals plain attention over [prefix, row columns] (GQA, masks, causal)."""
+    from types import SimpleNamespace
+
+    from baorl.rollout.attention import PrefixKV, prefix_attention
+
+    g = torch.Generator().manual_seed(0)
+    b, h, hkv, d, p, s = 3, 6, 2, 8, 7, 9
+    query = torch.randn(b, h, q, d, generator=g) * 3
+    key, value = torch.randn(b, hkv, s, d, generator=g) * 3, torch.randn(b, hkv, s, d, generator=g)
+    kp, vp = torch.randn(hkv, p, d, generator=g) * 3, torch.randn(hkv, p, d, generator=g)
+    causal = torch.ones(q, s, dtype=torch.bool).tril(s - q)
+    mask = causal.expand(b, 1, q, s).clone()
+    if masked:
+        mask[0, :, :, :3] = False  # a row with gaps
+        mask[1, :, :, : s - q] = False  # a row with nothing before its queries
+    module = SimpleNamespace(layer_idx=0, num_key_value_groups=h // hkv)
+    out, _ = prefix_attention(module, query, key, value, mask if masked else None, scaling=0.3,
+                              baorl_prefix=PrefixKV([kp], [vp], p))
+    full_k = torch.cat([kp.expand(b, -1, -1, -1), key], 2).repeat_interleave(h // hkv, 1)
+    full_v = torch.cat([vp.expand(b, -1, -1, -1), value], 2).repeat_interleave(h // hkv, 1)
+    full_mask = torch.cat([torch.ones(b, 1, q, p, dtype=torch.bool), mask], -1)
+    ref = torch.nn.functional.scaled_dot_product_attention(query, full_k, full_v, attn_mask=full_mask, scale=0.3)
+    assert out.shape == (b, q, h, d)
+    torch.testing.assert_close(out, ref.transpose(1, 2), atol=1e-5, rtol=1e-5)

@@ -7,11 +7,14 @@ token. How it works, in the order a run goes:
 1. **Prompts.** Each gym is reset; system and task prompt are rendered by the chat template and
    tokenised (`ChatRenderer`). A prompt longer than ``max_prompt_tokens`` ends its episode at once
    (termination ``token_budget``, no turns, ``error`` set). Identical prompts (one task, n rollouts)
-   are prefilled once and their KV rows copied.
+   are prefilled once, and so is the prefix all new prompts share (the system prompt); the run
+   remembers its last prompt prefix, so later waves of episodes reuse it.
 2. **Batch.** Up to ``batch_size`` episodes decode together in one forward pass per generated
    token, over one KV cache (`KVBatch`) whose rows are aligned to a common length; gaps are masked
    and positions are passed explicitly, so a row's tokens do not depend on its batch mates. The
-   policy's tokens go into the cache as sampled: they are never decoded and re-tokenised.
+   prompt prefix every row shares is stored once and attended to once per layer for all rows
+   (`baorl.rollout.attention`, Llama/Qwen-style models). The policy's tokens go into the cache as
+   sampled: they are never decoded and re-tokenised.
 3. **Stopping.** A row stops its turn at an end-of-sequence / end-of-turn token, at the end of a
    tool call (a stop string, ``</tool_call>``, found in the decoded tail of the turn), at
    ``max_new_tokens_per_turn``, or when the episode's response budget (every token after the
@@ -31,7 +34,10 @@ token. How it works, in the order a run goes:
 The recorded log-probability of a token is ``log_softmax(logits / temperature)`` at that token
 (raw logits when greedy); see `baorl.rollout.sampling`. Each episode samples from its own random
 stream, seeded from (seed, call number, episode index): a run is reproducible, and an episode's
-tokens do not depend on ``batch_size``.
+tokens do not depend on ``batch_size`` (up to floating-point rounding of the logits).
+
+Not supported: sliding-window or linear-attention layers (`check_supported` raises), templates
+that re-render earlier turns (`TemplateError`). The engine is not re-entrant: one run at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -52,12 +59,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from baorl.gyms.base import Gym
 from baorl.gyms.parser import ParsedAction, parse_action
 from baorl.records import Episode, Turn
+from baorl.rollout import attention
+from baorl.rollout.attention import PrefixKV
 from baorl.rollout.kvcache import KVBatch, check_supported
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.sampling import sample_next
+from baorl.rollout.trajectory import Trajectory
+
+__all__ = ["EngineConfig", "RolloutEngine", "Trajectory", "LogitsProcessor"]
 
 log = logging.getLogger(__name__)
 
+#: shorter common prefixes are not worth a separate attention pass
+_MIN_PREFIX = 16
 #: logits hook: (each decoding row's context ids, logits (rows, vocab)) -> logits
 LogitsProcessor = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
 
@@ -83,51 +97,10 @@ class EngineConfig(BaseModel):
     stop_strings: list[str] = Field(default_factory=lambda: ["</tool_call>"],
                                     description="a turn ends once its text contains one of these")
     prefill_tokens: int = Field(4096, ge=1, description="most tokens (rows x positions) in one prefill forward")
+    shared_prefix: bool = Field(True, description="keep the rows' common prompt prefix in the KV cache once "
+                                "(Llama/Qwen-style attention only)")
     step_timeout_s: float | None = Field(None, gt=0, description="a gym step slower than this ends the episode "
                                          "as simulator_error (None: no limit)")
-
-
-@dataclass
-class Trajectory:
-    """One episode as the trainer needs it.
-
-    ``response_ids`` are all tokens after the prompt; ``response_mask`` is 1 exactly on the
-    tokens the policy sampled; ``logprobs`` (aligned, 0.0 where the mask is 0) are their
-    log-probabilities; ``turn_spans[k] = (start, end)`` is turn k's sampled tokens in
-    ``response_ids``. Turns (and their rewards and choices) are ``episode.turns``, one per span.
-    """
-
-    episode: Episode
-    prompt_ids: list[int]
-    response_ids: list[int]
-    response_mask: list[int]
-    logprobs: list[float]
-    turn_spans: list[tuple[int, int]]
-
-    @property
-    def turn_rewards(self) -> list[float]:
-        return [t.reward for t in self.episode.turns]
-
-    @property
-    def turn_choices(self) -> list[str | None]:
-        return [t.choice for t in self.episode.turns]
-
-    @property
-    def turn_lengths(self) -> list[int]:
-        return [end - start for start, end in self.turn_spans]
-
-    def to_record(self) -> dict[str, Any]:
-        """The episode record with the token fields added (JSON-able; `Episode` keeps extra fields)."""
-        return {**self.episode.model_dump(), "prompt_ids": self.prompt_ids, "response_ids": self.response_ids,
-                "response_mask": self.response_mask, "logprobs": self.logprobs,
-                "turn_spans": [list(s) for s in self.turn_spans]}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Trajectory:
-        rec = dict(record)
-        tokens = {k: rec.pop(k) for k in ("prompt_ids", "response_ids", "response_mask", "logprobs", "turn_spans")}
-        tokens["turn_spans"] = [tuple(s) for s in tokens["turn_spans"]]
-        return cls(episode=Episode.model_validate(rec), **tokens)
 
 
 @dataclass
@@ -191,19 +164,24 @@ class RolloutEngine:
         #: token ids whose text could complete a stop string (only these trigger the tail check)
         self._may_stop = {i for i, t in enumerate(texts) if any(ch in t for ch in tails)}
         self._keep_one = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.shared_prefix = self.config.shared_prefix and attention.supports_prefix(model)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baorl-forward")
         self._calls = 0
         self._running = False
         #: counters of the last `arun` (see `_new_stats`)
         self.stats: dict[str, float] = self._new_stats()
         self._done_cb: Callable[[Trajectory], None] | None = None
+        self._prompt_cache: tuple[list[int], PrefixKV] | None = None
 
     @staticmethod
     def _new_stats() -> dict[str, float]:
         """generated: sampled tokens; prefilled / fed: prompt and observation tokens computed;
-        decode_steps / forward_s: batched decoding steps and seconds inside forward passes;
-        parked: times stopped rows left the decoding batch; wall_s: the run's duration."""
-        return dict.fromkeys(("generated", "prefilled", "fed", "decode_steps", "forward_s", "parked", "wall_s"), 0)
+        decode_steps: batched decoding steps; decode_s / feed_s / sample_s / gather_s: seconds in
+        decoding forward passes, prompt and observation forward passes, sampling (with the logits
+        processor) and cache regrouping; parked: times stopped rows left the decoding batch;
+        prefix_max: the longest prompt prefix shared in the cache; wall_s: the run's duration."""
+        return dict.fromkeys(("generated", "prefilled", "fed", "decode_steps", "decode_s", "feed_s", "sample_s",
+                              "gather_s", "parked", "prefix_max", "wall_s"), 0)
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -249,13 +227,19 @@ class RolloutEngine:
         training = self.model.training
         self.model.eval()
         self._running = True
+        self._prompt_cache = None  # (ids, PrefixKV): valid for this run's weights only
         self.stats = self._new_stats()
         t0 = time.perf_counter()
+        attn = self.model.config._attn_implementation
+        if self.shared_prefix:
+            self.model.config._attn_implementation = attention.NAME
         try:
             rows = [self._start(i, g, self.config.seed if seeds is None else int(seeds[i]), base)
                     for i, g in enumerate(gyms)]
             await self._loop(deque(r for r in rows if r.state != "done"))
         finally:
+            self._prompt_cache = None
+            self.model.config._attn_implementation = attn
             self.stats["wall_s"] = time.perf_counter() - t0
             self._running = False
             self.model.train(training)
@@ -380,11 +364,13 @@ class RolloutEngine:
             kw: dict[str, Any] = {}
             if self._keep_one:
                 kw["logits_to_keep"] = 1
+            if batch.prefix is not None:
+                kw["baorl_prefix"] = batch.prefix
             out = self.model(input_ids=ids_t, attention_mask=attn, past_key_values=batch.cache, use_cache=True,
                              position_ids=torch.tensor(positions, dtype=torch.long, device=dev), **kw)
             batch.advance(ids_t.shape[1])
             logits = out.logits[:, -1, :].float() if want_logits else None
-        self.stats["forward_s"] += time.perf_counter() - t0
+        self.stats["decode_s" if want_logits else "feed_s"] += time.perf_counter() - t0
         return logits
 
     async def _feed(self, batch: KVBatch, feeds: list[list[int]], starts: list[int], kind: str) -> None:
@@ -397,7 +383,7 @@ class RolloutEngine:
         for s in range(0, width, step):
             e = min(width, s + step)
             ids, valid, pos = [], [], []
-            for f, p0 in zip(feeds, starts):
+            for f, p0 in zip(feeds, starts, strict=True):
                 chunk = f[s:e]
                 n = len(chunk)
                 ids.append(chunk + [self.pad_id] * (e - s - n))
@@ -407,14 +393,24 @@ class RolloutEngine:
             await self._run(self._forward, batch, ids, valid, pos, False)
 
     async def _prefill(self, rows: list[_Row]) -> None:
-        """Cache the prompts of new rows (all but their last token); identical prompts are computed once."""
+        """Cache the prompts of new rows (all but their last token).
+
+        Identical prompts are computed once; with `shared_prefix`, so is the prefix they all share.
+        """
         unique: dict[tuple[int, ...], int] = {}
         for row in rows:
             key = tuple(row.ids[:-1])
             row.slot = unique.setdefault(key, len(unique))
         prompts = [list(k) for k in unique]
-        batch = KVBatch(self.num_layers, len(prompts), max(1, max(len(p) for p in prompts)), self.device)
-        await self._feed(batch, prompts, [0] * len(prompts), "prefilled")
+        common = len(os.path.commonprefix(prompts)) if self.shared_prefix else 0
+        if common >= _MIN_PREFIX:
+            tails = [p[common:] for p in prompts]
+            batch = KVBatch(self.num_layers, len(prompts), max(1, max(len(t) for t in tails)), self.device)
+            batch.prefix = await self._prefix_kv(prompts[0][:common])
+            await self._feed(batch, tails, [common] * len(prompts), "prefilled")
+        else:
+            batch = KVBatch(self.num_layers, len(prompts), max(1, max(len(p) for p in prompts)), self.device)
+            await self._feed(batch, prompts, [0] * len(prompts), "prefilled")
         for row in rows:
             row.batch, row.n_cached, row.state = batch, len(row.ids) - 1, "ready"
 
@@ -431,6 +427,23 @@ class RolloutEngine:
             room = max(room, feed + gen)
         return room
 
+    async def _prefix_kv(self, ids: list[int]) -> PrefixKV:
+        """Keys and values of the prompt prefix `ids`, reusing the run's last prefix where it matches."""
+        cached = self._prompt_cache
+        reuse = len(os.path.commonprefix([cached[0], ids])) if cached is not None else 0
+        if reuse >= _MIN_PREFIX and reuse == len(ids):
+            return cached[1].head(reuse)
+        head = KVBatch(self.num_layers, 1, len(ids) - reuse, self.device)
+        if reuse >= _MIN_PREFIX:
+            head.prefix = cached[1].head(reuse)
+        else:
+            reuse = 0
+        await self._feed(head, [ids[reuse:]], [reuse], "prefilled")
+        whole = await self._run(lambda: KVBatch.gather([(head, [0])], extra=0, device=self.device,
+                                                       prefix_len=len(ids)))
+        self._prompt_cache = (ids, whole.prefix)
+        return whole.prefix
+
     async def _regather(self, rows: list[_Row], extra: int) -> KVBatch:
         """One compact batch with `rows`, in order, with `extra` free columns."""
         sources: list[tuple[KVBatch, list[int]]] = []
@@ -438,7 +451,13 @@ class RolloutEngine:
             if not sources or sources[-1][0] is not row.batch:
                 sources.append((row.batch, []))
             sources[-1][1].append(row.slot)
-        batch = await self._run(lambda: KVBatch.gather(sources, extra=extra, device=self.device))
+        prefix = len(os.path.commonprefix([r.ids[: r.n_cached] for r in rows])) if self.shared_prefix else 0
+        if prefix < _MIN_PREFIX:
+            prefix = 0
+        t0 = time.perf_counter()
+        batch = await self._run(lambda: KVBatch.gather(sources, extra=extra, device=self.device, prefix_len=prefix))
+        self.stats["gather_s"] += time.perf_counter() - t0
+        self.stats["prefix_max"] = max(self.stats["prefix_max"], prefix)
         for i, row in enumerate(rows):
             row.batch, row.slot = batch, i
         return batch
@@ -473,7 +492,7 @@ class RolloutEngine:
             tokens, logprobs = await self._run(self._step_tokens, batch, ids, valid, pos, active, slots, uniforms)
             self.stats["decode_steps"] += 1
             self.stats["generated"] += len(tokens)
-            for i, tok, lp in zip(active, tokens, logprobs):
+            for i, tok, lp in zip(active, tokens, logprobs, strict=True):
                 row = slots[i]
                 row.n_cached = len(row.ids)
                 row.ids.append(tok)
@@ -485,13 +504,18 @@ class RolloutEngine:
             await asyncio.sleep(0)  # let finished gym steps run their callbacks
 
     def _step_tokens(self, batch, ids, valid, pos, active, slots, uniforms) -> tuple[list[int], list[float]]:
-        logits = self._forward(batch, ids, valid, pos, True)[active]
+        logits = self._forward(batch, ids, valid, pos, True)
+        t0 = time.perf_counter()
+        if len(active) < len(slots):
+            logits = logits[active]
         if self.logits_processor is not None:
             logits = self.logits_processor([slots[i].ids for i in active], logits)
         cfg = self.config
         tokens, logprobs = sample_next(logits, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                                        uniforms=uniforms)
-        return tokens.tolist(), logprobs.tolist()
+        out = tokens.tolist(), logprobs.tolist()
+        self.stats["sample_s"] += time.perf_counter() - t0
+        return out
 
     def _stop_reason(self, row: _Row, tok: int) -> str | None:
         if tok in self.stop_ids:

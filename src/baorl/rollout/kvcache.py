@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from baorl.rollout.attention import PrefixKV
+
 
 class ArenaLayer(DynamicLayer):
     """One layer's keys and values in a buffer written in place; `keys` is a view of the filled part."""
@@ -96,12 +98,12 @@ def check_supported(model: Any) -> int:
 
 
 class KVBatch:
-    """Rows sharing one aligned KV cache: `mask[:, :length]` marks each row's real columns.
+    """Rows sharing one aligned KV cache: an optional shared prefix, then `mask[:, :length]` per row.
 
     Args:
         num_layers: decoder layers of the model.
         rows: the number of rows.
-        capacity: columns to preallocate (grown on demand by `reserve`).
+        capacity: row columns to preallocate (grown on demand by `reserve`).
         device: where the mask lives (the model's device).
     """
 
@@ -110,10 +112,16 @@ class KVBatch:
         self.mask = torch.zeros(rows, capacity, dtype=torch.bool, device=device)
         self.length = 0
         self.capacity = capacity
+        #: keys/values every row starts with (stored once), or None
+        self.prefix: PrefixKV | None = None
 
     @property
     def rows(self) -> int:
         return self.mask.shape[0]
+
+    @property
+    def prefix_len(self) -> int:
+        return self.prefix.length if self.prefix is not None else 0
 
     def reserve(self, columns: int) -> None:
         """Make room for `columns` more columns (grows by at least a quarter to amortise copies)."""
@@ -141,56 +149,94 @@ class KVBatch:
             if layer.is_initialized and layer.length != self.length:
                 raise RuntimeError("cache layers and mask disagree on the cache length")
 
-    def real_lengths(self) -> torch.Tensor:
-        """Real (unmasked) columns per row."""
-        return self.mask[:, : self.length].sum(1)
+    def _row_columns(self, row: int, start: int, stop: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, (keys, values) ``(kv_heads, n, head_dim)`` of real columns start…stop of `row`."""
+        ps = self.prefix_len
+        cols = self.mask[row, : self.length].nonzero()[:, 0]
+        out = []
+        for li, layer in enumerate(self.cache.layers):
+            ks, vs = [], []
+            if start < ps:
+                ks.append(self.prefix.keys[li][:, start:min(stop, ps)])
+                vs.append(self.prefix.values[li][:, start:min(stop, ps)])
+            if stop > ps:
+                c = cols[max(0, start - ps):stop - ps]
+                ks.append(layer.kbuf[row][:, c])
+                vs.append(layer.vbuf[row][:, c])
+            out.append((ks[0], vs[0]) if len(ks) == 1 else (torch.cat(ks, 1), torch.cat(vs, 1)))
+        return out
 
     @staticmethod
-    def gather(sources: list[tuple[KVBatch, list[int]]], *, extra: int, device: torch.device | str) -> KVBatch:
+    def gather(sources: list[tuple[KVBatch, list[int]]], *, extra: int, device: torch.device | str,
+               prefix_len: int = 0) -> KVBatch:
         """A new compact batch holding the given rows, in order, left-padded, with `extra` free columns.
 
         `sources` lists ``(batch, row indices)``; a source row may be taken several times (prompts
-        shared by several episodes are prefilled once).
+        shared by several episodes are prefilled once). The first `prefix_len` real columns of
+        every row are taken to be the same tokens: they are kept once, from the first row, as the
+        new batch's prefix.
         """
-        counts = [src.mask[idx, : src.length].sum(1) for src, idx in sources if idx]
-        total_rows = sum(len(idx) for _, idx in sources)
-        width = int(max((int(c.max()) for c in counts), default=0))
+        sources = [(src, idx) for src, idx in sources if idx]
         num_layers = len(sources[0][0].cache.layers)
+        real = [src.prefix_len + src.mask[idx, : src.length].sum(1) for src, idx in sources]
+        if prefix_len > min(int(n.min()) for n in real):
+            raise ValueError("prefix_len exceeds a row's cached length")
+        total_rows = sum(len(idx) for _, idx in sources)
+        width = max(int(n.max()) for n in real) - prefix_len
         out = KVBatch(num_layers, total_rows, width + extra, device)
         out.length = width
-        template = None
-        for src, _ in sources:
-            if src.cache.layers[0].is_initialized:
-                template = src.cache.layers
-                break
-        if template is None:
+        first, row0 = sources[0][0], sources[0][1][0]
+        if prefix_len:
+            if first.prefix is not None and prefix_len == first.prefix_len:
+                out.prefix = first.prefix
+            else:
+                kv = first._row_columns(row0, 0, prefix_len)
+                out.prefix = PrefixKV([k for k, _ in kv], [v for _, v in kv], prefix_len)
+        shape = next((layer.kbuf.shape for src, _ in sources for layer in src.cache.layers if layer.is_initialized),
+                     None)
+        if shape is None and first.prefix is not None:
+            shape = (0, *first.prefix.keys[0].shape[:1], 0, first.prefix.keys[0].shape[2])
+        if shape is None:  # nothing was ever computed (one-token prompts)
             return out
-        new_layers = []
-        for li, layer in enumerate(template):
-            k = layer.kbuf.new_zeros(total_rows, layer.kbuf.shape[1], width + extra, layer.kbuf.shape[3])
-            v = layer.vbuf.new_zeros(total_rows, layer.vbuf.shape[1], width + extra, layer.vbuf.shape[3])
-            new_layers.append((k, v))
+        like = next(t for src, _ in sources for t in _tensors(src))
+        new = [(like.new_zeros(total_rows, shape[1], width + extra, shape[3]),
+                like.new_zeros(total_rows, shape[1], width + extra, shape[3])) for _ in range(num_layers)]
         dst0 = 0
-        for src, idx in sources:
-            if not idx:
+        for (src, idx), n_real in zip(sources, real, strict=True):
+            ps = src.prefix_len
+            if prefix_len < ps:  # part of the source's prefix becomes row columns (rare: row by row)
+                for i, row in enumerate(idx):
+                    kv = src._row_columns(row, prefix_len, int(n_real[i]))
+                    n = int(n_real[i]) - prefix_len
+                    for (k, v), (kd, vd) in zip(kv, new, strict=True):
+                        kd[dst0 + i, :, width - n:width] = k
+                        vd[dst0 + i, :, width - n:width] = v
+                    out.mask[dst0 + i, width - n:width] = True
+                dst0 += len(idx)
                 continue
             sel = torch.as_tensor(idx, device=src.mask.device)
             m = src.mask[sel, : src.length]
             r, c = m.nonzero(as_tuple=True)  # row-major: columns ascending within each row
-            if r.numel() == 0:
-                dst0 += len(idx)
-                continue
-            n_row = m.sum(1)
-            start = torch.cumsum(n_row, 0) - n_row
-            rank = torch.arange(r.numel(), device=r.device) - start[r]
-            dst_col = width - n_row[r] + rank
-            dst_row = r + dst0
-            src_row = sel[r]
-            out.mask[dst_row, dst_col] = True
-            for li, (k, v) in enumerate(new_layers):
-                layer = src.cache.layers[li]
-                k[dst_row, :, dst_col] = layer.kbuf[src_row, :, c]
-                v[dst_row, :, dst_col] = layer.vbuf[src_row, :, c]
+            n_suf = m.sum(1)
+            rank = torch.arange(r.numel(), device=r.device) - (torch.cumsum(n_suf, 0) - n_suf)[r]
+            j = ps + rank  # the real column index
+            keep = j >= prefix_len
+            r, c, j = r[keep], c[keep], j[keep]
+            if r.numel():
+                dst_row = r + dst0
+                dst_col = width - (n_real[r] - prefix_len) + (j - prefix_len)
+                out.mask[dst_row, dst_col] = True
+                for layer, (kd, vd) in zip(src.cache.layers, new, strict=True):
+                    kd[dst_row, :, dst_col] = layer.kbuf[sel[r], :, c]
+                    vd[dst_row, :, dst_col] = layer.vbuf[sel[r], :, c]
             dst0 += len(idx)
-        out.cache = ArenaCache([ArenaLayer(width + extra, k, v, width) for k, v in new_layers])
+        out.cache = ArenaCache([ArenaLayer(width + extra, k, v, width) for k, v in new])
         return out
+
+
+def _tensors(batch: KVBatch):
+    for layer in batch.cache.layers:
+        if layer.is_initialized:
+            yield layer.kbuf
+    if batch.prefix is not None:
+        yield from batch.prefix.keys

@@ -34,13 +34,48 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # drop a token when the tokens ranked before it already hold top_p of the mass
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        drop[..., 0] = False
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        probs = logits.softmax(-1)
+        k = min(probs.shape[-1], 1024)
+        top, order = probs.topk(k, dim=-1)  # the nucleus nearly always lies in the top 1024: no full sort
+        if k < probs.shape[-1] and not bool((top.sum(-1) >= top_p).all()):
+            top, order = probs.sort(dim=-1, descending=True)
+        # keep a token while the tokens ranked before it hold less than top_p of the mass
+        keep = (top.cumsum(-1) - top) < top_p
+        keep[..., 0] = True
+        mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, keep)
+        logits = logits.masked_fill(~mask, float("-inf"))
     return logits
+
+
+def _draw(weights: torch.Tensor, u: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """Inverse-CDF draw: per row, the first index whose cumulative weight exceeds ``u * total``.
+
+    Two levels (block sums, then one block's cumulative sum) instead of a cumulative sum over the
+    whole vocabulary. A zero-weight index is never returned unless the row has no weight at all.
+    """
+    rows, vocab = weights.shape
+    nb = -(-vocab // block)
+    if nb * block != vocab:
+        weights = torch.nn.functional.pad(weights, (0, nb * block - vocab))
+    blocks = weights.view(rows, nb, block)
+    bsum = blocks.sum(-1)                                    # (rows, nb)
+    bcdf = bsum.cumsum(-1)
+    target = u.to(bcdf)[:, None] * bcdf[:, -1:]              # (rows, 1)
+    b = torch.searchsorted(bcdf, target, right=True).clamp_max(nb - 1)
+    while True:  # u may round onto a boundary with only empty blocks after it: step back
+        empty = bsum.gather(-1, b)[:, 0] <= 0
+        if not bool(empty.any()) or not bool((b[empty] > 0).any()):
+            break
+        b = torch.where(empty[:, None] & (b > 0), b - 1, b)
+    inner = blocks[torch.arange(rows, device=weights.device), b[:, 0]]  # (rows, block)
+    rest = (target - (bcdf.gather(-1, b) - bsum.gather(-1, b))).clamp_min(0)
+    cdf = inner.cumsum(-1)
+    i = torch.searchsorted(cdf, rest.clamp_max(cdf[:, -1:]), right=True).clamp_max(block - 1)
+    zero = inner.gather(-1, i)[:, 0] <= 0  # rounding at the block's end: take its last non-zero index
+    if bool(zero.any()):
+        last = block - 1 - (inner > 0).flip(-1).int().argmax(-1)
+        i = torch.where(zero[:, None], last[:, None], i)
+    return b[:, 0] * block + i[:, 0]
 
 
 def sample_next(
@@ -63,21 +98,11 @@ def sample_next(
     logits = logits.float()
     if temperature == 0:
         tokens = logits.argmax(-1)
-        logprobs = logits.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
-        return tokens, logprobs
+        return tokens, logits.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
     if uniforms is None:
         raise ValueError("sampling with temperature > 0 needs one uniform number per row")
-    scaled = logits / temperature
-    all_logprobs = scaled.log_softmax(-1)
-    if top_k or top_p < 1.0:
-        probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(-1)
-    else:
-        probs = all_logprobs.exp()
-    cdf = probs.cumsum(-1)
-    u = uniforms.to(device=cdf.device, dtype=cdf.dtype)[:, None] * cdf[:, -1:]
-    # first index whose cumulative mass exceeds u: never a zero-probability token
-    tokens = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)
-    bad = probs.gather(-1, tokens[:, None])[:, 0] <= 0  # only when u rounds up to the total mass
-    if bool(bad.any()):
-        tokens = torch.where(bad, probs.argmax(-1), tokens)
-    return tokens, all_logprobs.gather(-1, tokens[:, None])[:, 0]
+    scaled = logits / temperature if temperature != 1.0 else logits
+    # (log_)softmax kernels, not exp: torch's exp is slow on very negative inputs (masked logits)
+    filtered = filter_logits(scaled, top_k=top_k, top_p=top_p) if top_k or top_p < 1.0 else scaled
+    tokens = _draw(filtered.softmax(-1), uniforms)
+    return tokens, scaled.log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
