@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from baorl.agents.base import Agent, tool_call_text
+from baorl.agents.base import tool_call_text
+from baorl.agents.scripted import ReplayAgent as Script
 from baorl.agents.telepathy_questioner import TelepathyQuestioner
 from baorl.gyms import get_task, load_tasks, make
 from baorl.gyms.base import TaskDataError
@@ -43,17 +44,6 @@ def guess(user: OfflineTelepathyUser, task: TelepathyTask, text: str) -> bool:
     return asyncio.run(user.judge_guess(task, text))
 
 
-class Script(Agent):
-    """Plays fixed outputs, one per turn."""
-
-    name = "scripted:test-script"
-
-    def __init__(self, outputs: list[str]) -> None:
-        self.outputs = outputs
-
-    def respond(self, observation: str, state: Any) -> tuple[str, Any]:
-        state["history"].append(observation)
-        return self.outputs[len(state["history"]) - 1], state
 
 
 class FailingUser:

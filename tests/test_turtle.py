@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from baorl.agents.base import Agent, tool_call_text
+from baorl.agents.base import tool_call_text
+from baorl.agents.scripted import ReplayAgent as Script
 from baorl.gyms import load_tasks, make
 from baorl.gyms.base import TaskDataError
 from baorl.gyms.turtle import TurtleGym, TurtleTask, coverage_feedback
@@ -62,17 +63,6 @@ class FailingUser(CannedUser):
         raise SimulatorError("judge endpoint down after 3 retries")
 
 
-class Script(Agent):
-    """Plays fixed outputs, one per turn."""
-
-    name = "scripted:test-script"
-
-    def __init__(self, outputs: list[str]) -> None:
-        self.outputs = outputs
-
-    def respond(self, observation: str, state: Any) -> tuple[str, Any]:
-        state["history"].append(observation)
-        return self.outputs[len(state["history"]) - 1], state
 
 
 def story(task_id: str = "emb-t01") -> TurtleTask:

@@ -1,4 +1,4 @@
-"""Simple scripted agents: a random valid-action baseline and a person at the terminal."""
+"""Simple scripted agents: a random valid-action baseline, a replay of fixed outputs, a person at the terminal."""
 
 from __future__ import annotations
 
@@ -50,6 +50,19 @@ class RandomAgent(Agent):
         if rng.random() < 0.75:
             return tool_call_text("action", rng.choice(_QUESTIONS[gym]), "ask"), state
         return tool_call_text("answer", rng.choice(_ANSWERS[gym]), "guess"), state
+
+
+class ReplayAgent(Agent):
+    """Plays fixed outputs, one per turn (tests, and replaying a recorded episode's calls)."""
+
+    name = "scripted:replay"
+
+    def __init__(self, outputs: list[str]) -> None:
+        self.outputs = list(outputs)
+
+    def respond(self, observation: str, state: Any) -> tuple[str, Any]:
+        state["history"].append(observation)
+        return self.outputs[len(state["history"]) - 1], state
 
 
 class HumanAgent(Agent):
