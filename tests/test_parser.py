@@ -59,3 +59,9 @@ def test_finish():
 def test_malformed_calls_name_the_problem(output, needle):
     p = parse_action(output)
     assert p.choice is None and needle in p.error
+
+
+def test_escaped_quotes_and_braces_inside_strings_with_trailing_text():
+    p = parse_action('<tool_call>{"name": "interact_with_env", "arguments": {"choice": "answer", '
+                     '"content": "say \\"hi\\" }"}} trailing</tool_call>')
+    assert (p.choice, p.content) == ("answer", 'say "hi" }')

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from baorl.gyms.tool import CHOICES, TOOL_NAME
+from baorl.users.jsonfix import match_brace
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
@@ -64,22 +65,11 @@ def _load_json(s: str) -> Any:
         return json.loads(s)
     except json.JSONDecodeError:
         # models often append stray text after the object: keep the first balanced object
-        depth, in_str, esc = 0, False, False
-        for i, ch in enumerate(s):
-            if in_str:
-                esc = (ch == "\\") and not esc
-                if ch == '"' and not esc:
-                    in_str = False
-                continue
-            if ch == '"':
-                in_str = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return json.loads(s[: i + 1])
-        raise
+        start = s.find("{")
+        end = match_brace(s, start) if start != -1 else None
+        if end is None:
+            raise
+        return json.loads(s[start : end + 1])
 
 
 def _from_call(call: Any, think: str) -> ParsedAction:

@@ -110,13 +110,18 @@ def _balanced_objects(text: str):
     """Yield each balanced ``{...}`` substring, outermost first, skipping braces inside strings."""
     start = text.find("{")
     while start != -1:
-        end = _match_brace(text, start)
+        end = match_brace(text, start)
         if end is not None:
             yield text[start : end + 1]
         start = text.find("{", start + 1)
 
 
-def _match_brace(text: str, start: int) -> int | None:
+def match_brace(text: str, start: int) -> int | None:
+    """Index of the ``}`` closing the ``{`` at `start` (braces inside quoted strings ignored), or None.
+
+    >>> match_brace('{"a": "}"} tail', 0)
+    9
+    """
     depth, i, quote = 0, start, ""
     while i < len(text):
         ch = text[i]
