@@ -393,3 +393,14 @@ def test_prefix_attention_matches_sdpa(q, masked):
     ref = torch.nn.functional.scaled_dot_product_attention(query, full_k, full_v, attn_mask=full_mask, scale=0.3)
     assert out.shape == (b, q, h, d)
     torch.testing.assert_close(out, ref.transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.timeout(60)
+def test_an_error_in_the_forward_thread_surfaces_instead_of_hanging(llama, tok) -> None:
+    def broken(contexts, logits):
+        return next(iter([]))  # StopIteration cannot cross an asyncio future; the engine converts it
+
+    engine = RolloutEngine(llama, tok, EngineConfig(temperature=0.0, max_new_tokens_per_turn=4),
+                           logits_processor=broken)
+    with pytest.raises(RuntimeError, match="StopIteration escaped"):
+        engine.run([probe("p0")])

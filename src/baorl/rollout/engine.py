@@ -76,6 +76,15 @@ _MIN_PREFIX = 16
 LogitsProcessor = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
 
 
+def _no_stop_iteration(fn: Callable, *args: Any) -> Any:
+    """Run `fn` in the forward thread; a StopIteration escaping it (say, from a logits processor's
+    ``next()``) would hang asyncio's future forever, so it becomes a RuntimeError."""
+    try:
+        return fn(*args)
+    except StopIteration as e:
+        raise RuntimeError(f"StopIteration escaped {getattr(fn, '__name__', fn)!r} in the forward thread") from e
+
+
 class EngineConfig(BaseModel):
     """Settings of a rollout run."""
 
@@ -351,7 +360,7 @@ class RolloutEngine:
             await self._decode(batch, live)
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _no_stop_iteration, fn, *args)
 
     def _forward(self, batch: KVBatch, input_ids: list[list[int]], valid: list[list[bool]],
                  positions: list[list[int]], want_logits: bool) -> torch.Tensor | None:

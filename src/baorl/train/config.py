@@ -1,0 +1,146 @@
+"""The BAO RL run configuration (`baorl train CONFIG.yaml`): every coefficient of bao.md is a key here.
+
+A config is one YAML file with these sections (unknown keys fail before any work, naming the key):
+
+- ``model``: the policy to start from and how to hold it (dtype, LoRA, chat template);
+- ``data``: the gym, its task source and splits, the user simulator;
+- ``rollout``: episode limits and sampling (the rollout engine's settings);
+- ``bao``: shaping, trajectory score and turn credit (bao.md §3), i.e. BAO vs the UserRL baseline;
+- ``loss``: the PPO clip settings;
+- ``train``: batch geometry, optimiser, schedule, validation, checkpoints, logging.
+
+The presets in ``configs/`` set these; ``--set section.key=value`` overrides any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from baorl.config import StrictModel
+
+__all__ = ["TrainConfig", "ModelSection", "DataSection", "RolloutSection", "BAOSection", "LossSection",
+           "TrainSection", "LoraSection"]
+
+
+class LoraSection(StrictModel):
+    enabled: bool = Field(False, description="train LoRA adapters instead of all weights")
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = Field("all-linear", description="modules to adapt (peft's names)")
+
+
+class ModelSection(StrictModel):
+    path: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), a local checkpoint, or a "
+                      "model id already in the local Hugging Face cache")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights' dtype")
+    chat_template: str = Field("auto", description="auto, native, chatml-tools or qwen3")
+    template_kwargs: dict = Field(default_factory=dict, description="extra chat-template variables")
+    lora: LoraSection = Field(default_factory=LoraSection)
+
+
+class DataSection(StrictModel):
+    gym: str = Field("function", description="gym name or id")
+    path: str | None = Field(None, description="UserRL task file (default: baorl's embedded set)")
+    train_split: Literal["train", "test", "all"] = "train"
+    val_split: Literal["train", "test", "all"] = "test"
+    val_path: str | None = Field(None, description="a separate validation task file (default: `path`)")
+    max_train_tasks: int | None = Field(None, ge=1, description="use only the first N training tasks")
+    max_val_tasks: int | None = Field(None, ge=1, description="validate on the first N tasks only")
+    simulator: str | None = Field(None, description="'offline' or 'openai:MODEL' (gyms with users)")
+    simulator_base_url: str | None = None
+
+
+class RolloutSection(StrictModel):
+    max_turns: int | None = Field(None, ge=1, description="turn limit T (None: the gym's own)")
+    max_prompt_tokens: int = Field(1152, ge=1)
+    max_response_tokens: int = Field(7000, ge=1, description="episode budget after the prompt")
+    max_new_tokens_per_turn: int = Field(512, ge=1)
+    temperature: float = Field(1.0, gt=0.0, description="rollout sampling temperature (validation is greedy)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    batch_size: int = Field(64, ge=1, description="episodes decoded together")
+    reward_in_obs: bool | None = None
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf: baorl's batched engine; vllm: GPU (gpu extra)")
+
+
+class BAOSection(StrictModel):
+    """bao.md §3; the UserRL baseline is ``score: mean, credit: equalized, penalties: false``."""
+
+    penalties: bool = Field(True, description="apply the information-seeking and over-thinking regularisers")
+    c_rep: float = Field(0.005, ge=0.0, description="information-seeking penalty per repeated answer")
+    c_len: float = Field(0.05, ge=0.0, description="over-thinking penalty per missing turn")
+    effort_cost: float = Field(0.0, ge=0.0, description="w: cost per user-involved turn, every episode")
+    score: Literal["sum", "mean", "r2g"] = Field("sum", description="trajectory score S")
+    credit: Literal["r2g", "equalized", "em"] = Field("r2g", description="turn credits")
+    gamma: float = Field(0.8, gt=0.0, le=1.0, description="discount of r2g credits / score")
+    eps: float = Field(1e-6, gt=0.0, description="group std epsilon")
+
+
+class LossSection(StrictModel):
+    clip_low: float = Field(0.2, ge=0.0, lt=1.0)
+    clip_high: float = Field(0.2, ge=0.0)
+    dual_clip: float | None = Field(3.0, gt=1.0, description="dual-clip constant (None: off)")
+
+
+class TrainSection(StrictModel):
+    tasks_per_step: int = Field(8, ge=1, description="tasks whose rollouts make one rollout batch")
+    rollouts_per_task: int = Field(4, ge=1, description="GRPO group size n")
+    mini_batch_tasks: int | None = Field(None, ge=1, description="tasks per optimiser step (None: all; "
+                                         "fewer makes several updates per rollout batch, one epoch)")
+    micro_batch_size: int = Field(4, ge=1, description="episodes per forward/backward pass")
+    epochs: float = Field(1.0, gt=0.0, description="passes over the training tasks (ignored with max_steps)")
+    max_steps: int | None = Field(None, ge=1, description="optimiser steps; overrides epochs")
+    lr: float = Field(1e-6, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    lr_scheduler: str = Field("constant", description="transformers scheduler name")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: int = 0
+    val_every: int = Field(10, ge=0, description="validate every N optimiser steps (0: only at the end)")
+    val_at_start: bool = Field(True, description="validate the starting policy before step 1")
+    save_every: int = Field(1, ge=1, description="checkpoint every N optimiser steps (resume granularity)")
+    keep_checkpoints: int = Field(2, ge=1, description="rolling checkpoints kept (the best is kept apart)")
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
+    log_completions: bool = False
+    use_cpu: bool | None = Field(None, description="force CPU (None: CPU when no GPU is present)")
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = Field(None, description="a DeepSpeed JSON config (multi-GPU runs via accelerate)")
+
+
+class TrainConfig(StrictModel):
+    """One BAO (or UserRL-baseline) RL run."""
+
+    name: str = Field("bao", description="run name (logs, report)")
+    output_dir: str = Field("runs/bao", description="the run directory")
+    engine: Literal["trl", "verl"] = Field("trl", description="trl: this node (TRL GRPOTrainer); verl: Ray")
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    rollout: RolloutSection = Field(default_factory=RolloutSection)
+    bao: BAOSection = Field(default_factory=BAOSection)
+    loss: LossSection = Field(default_factory=LossSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @model_validator(mode="after")
+    def _geometry(self) -> TrainConfig:
+        t = self.train
+        mini = t.mini_batch_tasks or t.tasks_per_step
+        if mini > t.tasks_per_step or t.tasks_per_step % mini:
+            raise ValueError(f"train.mini_batch_tasks ({mini}) must divide train.tasks_per_step ({t.tasks_per_step})")
+        rows = mini * t.rollouts_per_task
+        if rows % t.micro_batch_size:
+            raise ValueError(f"train.micro_batch_size ({t.micro_batch_size}) must divide the episodes per "
+                             f"optimiser step (mini_batch_tasks x rollouts_per_task = {rows})")
+        return self
+
+    @property
+    def rows_per_step(self) -> int:
+        """Episodes in one rollout batch."""
+        return self.train.tasks_per_step * self.train.rollouts_per_task
+
+    @property
+    def updates_per_rollout(self) -> int:
+        """Optimiser steps per rollout batch."""
+        return self.train.tasks_per_step // (self.train.mini_batch_tasks or self.train.tasks_per_step)

@@ -1,0 +1,106 @@
+"""From played episodes to what the policy update needs: shaped scores, turn credits, token advantages.
+
+This is the only place the trainer touches the BAO mathematics, and it only calls `baorl.bao`
+(spec: bao.md §3, §5)::
+
+    shaped  = shape_rewards(r, choices, max_turns=T, ...)      # per episode
+    S       = trajectory_score(shaped, cfg.score)
+    credits = turn_credits(shaped, cfg.credit, gamma)
+    A       = group_advantages(S over the batch, group ids)    # GRPO groups = rollouts of one task
+    row     = token_advantages(credits, A, turn lengths)       # placed on the turn spans
+
+so the same function serves every engine (TRL here, verl in `baorl.train.verl`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from baorl.bao import group_advantages, shape_rewards, token_advantages, trajectory_score, turn_credits
+from baorl.gyms import gym_class
+from baorl.rollout.trajectory import Trajectory
+from baorl.train.config import BAOSection
+
+__all__ = ["ScoredEpisode", "score_episode", "batch_advantages", "advantage_rows"]
+
+
+@dataclass
+class ScoredEpisode:
+    """One episode's BAO quantities (before the group step)."""
+
+    rewards: list[float]
+    choices: list[str | None]
+    shaped: list[float]
+    score: float
+    credits: list[float]
+    turn_lengths: list[int]
+    turn_spans: list[tuple[int, int]]
+    response_len: int
+    user_actions: int
+    turns: int
+    success: bool
+    raw_score: float
+    termination: str
+    advantage: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def score_episode(traj: Trajectory, cfg: BAOSection, *, max_turns: int | None = None) -> ScoredEpisode:
+    """Shape one trajectory's turn rewards and compute its score and credits (bao.md §3).
+
+    Args:
+        traj: a played episode with its token spans.
+        cfg: the ``bao`` config section.
+        max_turns: T of the over-thinking regulariser (default: the gym's own turn limit).
+    """
+    ep = traj.episode
+    cls = gym_class(ep.gym)
+    T = max_turns or cls.default_max_turns
+    shaped = shape_rewards(
+        traj.turn_rewards, traj.turn_choices, max_turns=T,
+        c_rep=cfg.c_rep if cfg.penalties else 0.0, c_len=cfg.c_len if cfg.penalties else 0.0,
+        effort_cost=cfg.effort_cost, user_choices=tuple(cls.user_choices),
+    )
+    return ScoredEpisode(
+        rewards=traj.turn_rewards, choices=traj.turn_choices, shaped=shaped, score=trajectory_score(shaped, cfg.score, gamma=cfg.gamma),
+        credits=turn_credits(shaped, cfg.credit, gamma=cfg.gamma), turn_lengths=traj.turn_lengths,
+        turn_spans=list(traj.turn_spans), response_len=len(traj.response_ids), user_actions=ep.user_actions,
+        turns=len(ep.turns), success=ep.success, raw_score=ep.score, termination=ep.termination,
+    )
+
+
+def batch_advantages(scores: Sequence[float], group_size: int, *, eps: float = 1e-6) -> list[float]:
+    """Group-normalised advantages of a batch laid out as consecutive groups of `group_size` rollouts.
+
+    >>> [round(a, 4) for a in batch_advantages([1.0, 0.0, 0.5, 0.5], 2)]
+    [0.7071, -0.7071, 0.0, 0.0]
+    """
+    if len(scores) % group_size:
+        raise ValueError(f"{len(scores)} scores do not split into groups of {group_size}")
+    return group_advantages(list(scores), [i // group_size for i in range(len(scores))], eps=eps)
+
+
+def advantage_rows(episodes: Sequence[ScoredEpisode], width: int, *, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(len(episodes), width)`` token advantages: each turn's span gets its share of the episode's
+    advantage (`baorl.bao.token_advantages`); every other position (prompt, observations, padding) is 0.
+
+    >>> e = ScoredEpisode(rewards=[0.0, 1.0], choices=["action", "answer"], shaped=[0.0, 1.0], score=1.0, credits=[0.8, 1.0], turn_lengths=[2, 1],
+    ...                   turn_spans=[(0, 2), (4, 5)], response_len=5, user_actions=1, turns=2, success=True,
+    ...                   raw_score=1.0, termination="solved", advantage=1.5)
+    >>> advantage_rows([e], 6)
+    tensor([[1.3846, 1.3846, 0.0000, 0.0000, 1.7308, 0.0000]])
+    """
+    out = torch.zeros(len(episodes), width, dtype=dtype)
+    for i, e in enumerate(episodes):
+        values = token_advantages(e.credits, e.advantage, e.turn_lengths)
+        k = 0
+        for (start, end), n in zip(e.turn_spans, e.turn_lengths, strict=True):
+            if end > width:
+                raise ValueError(f"turn span {(start, end)} lies beyond the completion width {width}")
+            out[i, start:end] = torch.tensor(values[k:k + n], dtype=dtype)
+            k += n
+    return out.to(device)

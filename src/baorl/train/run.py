@@ -1,0 +1,133 @@
+"""`baorl train`: one BAO (or baseline) RL run from a config, resumable.
+
+A run directory holds::
+
+    config.yaml            the resolved config (a resume reads it back)
+    checkpoint-N/          TRL/transformers checkpoints (model, optimiser, scheduler, RNG, sampler)
+    rollouts.jsonl         every training episode (text fields, with its step)
+    val/step_N/            greedy validation records and metrics; val/best.json
+    best/                  the policy with the best validation score (hf:RUN/best)
+    final/                 the policy at the end of the run
+    metrics.jsonl          one record per logged step; tensorboard/ the same for TensorBoard
+    summary.json           steps, wall time, best validation
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from baorl.config import load_config, save_config
+from baorl.train.callbacks import MetricsFile, RichProgress, Validation, save_policy
+from baorl.train.config import TrainConfig
+
+__all__ = ["run_train", "validation_metrics", "resolve_run"]
+
+console = Console(stderr=True)
+
+
+def resolve_run(config: str | None, overrides: list[str], resume: str | None) -> tuple[TrainConfig, str | None]:
+    """The config of a new run, or of the run being resumed (its saved config, then `overrides`)."""
+    if resume is not None:
+        saved = Path(resume) / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume {resume}: no config.yaml there; is it a baorl run directory?")
+        cfg = load_config(TrainConfig, config or saved, [*overrides, f"output_dir={resume}"])
+        return cfg, resume
+    if config is None:
+        raise ValueError("give a config file (e.g. configs/bao-embedded.yaml) or --resume RUN_DIR")
+    return load_config(TrainConfig, config, overrides), None
+
+
+def validation_metrics(episodes: list[Any]) -> dict[str, float]:
+    """Greedy validation summary: score, success, user rate, Pass@U-1..3, answers per episode."""
+    from baorl.evaluation.metrics import score_episodes
+
+    m = score_episodes(episodes, n_boot=0)
+    gym = next(iter(m["gyms"].values()))
+    out = {"n": gym["n"], "score": gym["score"], "user_rate": gym["user_rate"], "hypervolume": gym["hypervolume"],
+           "success": sum(e.success for e in episodes) / max(len(episodes), 1),
+           "user_actions": sum(e.user_actions for e in episodes) / max(len(episodes), 1)}
+    for k in ("1", "2", "3"):
+        if k in gym["pass_at_u"]:
+            out[f"pass_at_u_{k}"] = gym["pass_at_u"][k]
+    return out
+
+
+def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
+    """Train; returns the run summary. `resume` continues the run in that directory."""
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from baorl.models import load_model
+    from baorl.rollout.engine import RolloutEngine
+    from baorl.train.trainer import (
+        BAOTrainer,
+        engine_config,
+        make_user_for,
+        total_steps,
+        training_tasks,
+        validation_tasks,
+    )
+
+    if cfg.engine != "trl":
+        raise ValueError(f"engine {cfg.engine!r}: use `baorl train --engine verl` (see the README, scale-out)")
+    if cfg.rollout.backend != "hf":
+        raise ValueError("rollout.backend: vllm is not available in this build yet; use 'hf'")
+    run_dir = Path(cfg.output_dir)
+    checkpoint = get_last_checkpoint(str(run_dir)) if resume and run_dir.is_dir() else None
+    if resume is None and run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(f"output_dir {run_dir} is not empty; resume it with --resume {run_dir} or pick another")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+
+    tasks, val_tasks = training_tasks(cfg), validation_tasks(cfg)
+    user = make_user_for(cfg)
+    device = "cuda" if torch.cuda.is_available() and cfg.train.use_cpu is not True else "cpu"
+    model, tokenizer = load_model(cfg.model.path, dtype=cfg.model.dtype, device=device)
+    peft_config = None
+    if cfg.model.lora.enabled:
+        from peft import LoraConfig
+
+        lo = cfg.model.lora
+        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
+                                 target_modules=lo.target_modules, task_type="CAUSAL_LM")
+    steps = total_steps(cfg, len(tasks))
+    resume_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
+    trainer_ref: dict[str, Any] = {}
+
+    def run_validation(step: int) -> tuple[list[Any], dict[str, float]]:
+        tr = trainer_ref["trainer"]
+        engine = RolloutEngine(tr.policy_model(), tokenizer, engine_config(cfg, greedy=True),
+                               name=f"hf:{cfg.model.path}@step{step}")
+        trajs = engine.run([tr.gym_cls(t, user=user) for t in val_tasks])
+        episodes = [t.episode for t in trajs]
+        return episodes, validation_metrics(episodes)
+
+    def save_best(path: Path) -> None:
+        tr = trainer_ref["trainer"]
+        save_policy(tr.accelerator.unwrap_model(tr.model), tokenizer, path)
+
+    validation = Validation(run_dir, run_validation, save_best, every=cfg.train.val_every,
+                            at_start=cfg.train.val_at_start, console=console)
+    callbacks = [MetricsFile(run_dir / "metrics.jsonl", resume_step=resume_step), validation, RichProgress(console)]
+    trainer = BAOTrainer(cfg, model, tokenizer, tasks, run_dir, max_steps=steps, user=user, callbacks=callbacks,
+                         peft_config=peft_config)
+    trainer_ref["trainer"] = trainer
+    validation.trainer = trainer
+    console.print(f"[bold]{cfg.name}[/]: {cfg.data.gym} · {len(tasks)} training tasks, {len(val_tasks)} validation "
+                  f"· {steps} optimiser steps of {cfg.rows_per_step // cfg.updates_per_rollout} episodes "
+                  f"({cfg.train.tasks_per_step} tasks x {cfg.train.rollouts_per_task} per rollout batch) · "
+                  f"score {cfg.bao.score}, credit {cfg.bao.credit}, penalties {'on' if cfg.bao.penalties else 'off'}"
+                  + (f" · resuming from {checkpoint}" if checkpoint else ""), highlight=False)
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir / "final")
+    summary = {"name": cfg.name, "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),
+               "best": validation.best, "final": str(run_dir / "final"), "best_path": str(run_dir / "best")}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,305 @@
+"""BAO on TRL: a `GRPOTrainer` whose rollouts are whole multi-turn episodes and whose advantages are BAO's.
+
+TRL owns the loop: data sampling and GRPO grouping, batching and gradient accumulation, the
+optimiser and scheduler, accelerate/DeepSpeed, PEFT, logging, checkpoints and resume. baorl
+plugs in at three points:
+
+1. ``rollout_func``: each prompt names a task; baorl's rollout engine plays the episodes (all of
+   them batched, token-exact) and hands TRL the prompt ids, the response ids (policy tokens and
+   the observations between turns), the sampled log-probs and an ``env_mask`` that is 1 exactly
+   on the policy's tokens.
+2. `BAOTrainer._generate_and_score_completions`: after TRL has padded the batch, the advantages
+   are replaced by BAO's per-token advantages (`baorl.train.episodes`, i.e. `baorl.bao`):
+   shaped turn rewards, trajectory score, group normalisation, turn credits spread over each
+   turn's tokens. TRL supports ``(B, T)`` advantages in its loss path.
+3. `BAOTrainer._compute_loss`: TRL's loss types have no dual clip, so the loss is
+   `baorl.bao.ppo_loss` (PPO clip + dual clip, token mean) on TRL's own per-token log-probs,
+   normalised over the tokens of the whole accumulation window as TRL's ``dapo`` does.
+
+Everything else is TRL's. Validation, the best checkpoint, metrics files and the progress bar are
+callbacks (`baorl.train.callbacks`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from baorl.bao import ppo_loss
+from baorl.gyms import Task, gym_class, load_tasks
+from baorl.records import write_episodes
+from baorl.rollout.engine import EngineConfig, RolloutEngine
+from baorl.train.config import TrainConfig
+from baorl.train.episodes import ScoredEpisode, advantage_rows, batch_advantages, score_episode
+
+__all__ = ["BAOTrainer", "NonFiniteLossError", "grpo_args", "make_user_for", "engine_config"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops before the update, keeping the last checkpoint."""
+
+
+def bao_score(prompts: list, completions: list, bao_score: list[float], **_: Any) -> list[float]:
+    """TRL reward function: the BAO trajectory score the rollout computed (logged as the run's reward)."""
+    return [float(s) for s in bao_score]
+
+
+def make_user_for(cfg: TrainConfig) -> Any:
+    """The user simulator the gym needs (None for gyms without one)."""
+    from baorl.users import make_user
+
+    cls = gym_class(cfg.data.gym)
+    if not cls.needs_user:
+        if cfg.data.simulator not in (None, "none"):
+            raise ValueError(f"data.simulator: gym {cls.name!r} needs no simulator")
+        return None
+    spec = cfg.data.simulator or "offline"
+    opts = {"base_url": cfg.data.simulator_base_url} if cfg.data.simulator_base_url else {}
+    return make_user(cls.name, spec, **opts)
+
+
+def engine_config(cfg: TrainConfig, *, greedy: bool = False) -> EngineConfig:
+    """The rollout engine's settings for training (sampled) or validation (greedy) episodes."""
+    r = cfg.rollout
+    return EngineConfig(
+        max_turns=r.max_turns, max_prompt_tokens=r.max_prompt_tokens, max_response_tokens=r.max_response_tokens,
+        max_new_tokens_per_turn=r.max_new_tokens_per_turn, temperature=0.0 if greedy else r.temperature,
+        top_p=1.0 if greedy else r.top_p, batch_size=r.batch_size, chat_template=cfg.model.chat_template,
+        template_kwargs=cfg.model.template_kwargs, reward_in_obs=r.reward_in_obs, seed=cfg.train.seed,
+    )
+
+
+def grpo_args(cfg: TrainConfig, run_dir: Path, *, max_steps: int) -> GRPOConfig:
+    """TRL's configuration for a baorl run: the batch geometry of bao.md §3 in TRL's terms.
+
+    A rollout batch is ``tasks_per_step x rollouts_per_task`` episodes (TRL's generation batch);
+    it is cut into optimiser steps of ``mini_batch_tasks x rollouts_per_task`` episodes (one PPO
+    epoch), each accumulated over micro-batches of ``micro_batch_size`` episodes.
+    """
+    t = cfg.train
+    n = t.rollouts_per_task
+    rows_per_update = (t.mini_batch_tasks or t.tasks_per_step) * n
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # processes launched by accelerate/torchrun
+    per_pass = t.micro_batch_size * world
+    if rows_per_update % per_pass or cfg.rows_per_step % per_pass:
+        raise ValueError(f"train.micro_batch_size x {world} processes = {per_pass} must divide the episodes per "
+                         f"optimiser step ({rows_per_update}) and per rollout batch ({cfg.rows_per_step})")
+    use_cpu = (not torch.cuda.is_available()) if t.use_cpu is None else t.use_cpu
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 reads it from here
+    return GRPOConfig(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=t.micro_batch_size,
+        gradient_accumulation_steps=rows_per_update // per_pass,
+        steps_per_generation=cfg.rows_per_step // per_pass,
+        num_generations=n,
+        num_iterations=1,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        max_completion_length=cfg.rollout.max_response_tokens,
+        beta=0.0,
+        epsilon=cfg.loss.clip_low,
+        epsilon_high=cfg.loss.clip_high,
+        loss_type="dapo",  # only its token normalisation is mirrored; the loss itself is baorl.bao.ppo_loss
+        mask_truncated_completions=False,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        max_steps=max_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=t.save_every,
+        save_total_limit=t.keep_checkpoints,
+        report_to=list(t.report_to),
+        disable_tqdm=True,
+        use_cpu=use_cpu,
+        bf16=t.bf16,
+        activation_checkpointing=t.gradient_checkpointing,
+        deepspeed=t.deepspeed,
+        shuffle_dataset=True,
+        remove_unused_columns=False,
+        log_completions=t.log_completions,
+    )
+
+
+class BAOTrainer(GRPOTrainer):
+    """TRL's GRPO trainer with baorl's multi-turn rollouts and BAO's advantages and loss.
+
+    Args:
+        cfg: the run configuration.
+        model: the policy (a transformers causal LM), already loaded.
+        tokenizer: its tokenizer.
+        tasks: the training tasks; each dataset row's prompt is a task id.
+        run_dir: the run directory (checkpoints, records, metrics).
+        max_steps: optimiser steps to run.
+        user: the user simulator shared by the gyms (None where the gym needs none).
+        callbacks: extra `transformers.TrainerCallback` objects.
+        peft_config: a peft config to train adapters instead of all weights.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: Any, tokenizer: Any, tasks: Sequence[Task], run_dir: Path, *,
+                 max_steps: int, user: Any = None, callbacks: list | None = None, peft_config: Any = None) -> None:
+        from datasets import Dataset
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.gym_cls = gym_class(cfg.data.gym)
+        self.tasks = {t.id: t for t in tasks}
+        self.user = user
+        self._engine: RolloutEngine | None = None
+        self._scored: list[ScoredEpisode] = []
+        dataset = Dataset.from_dict({"prompt": [t.id for t in tasks]})
+        super().__init__(
+            model=model, reward_funcs=[bao_score], args=grpo_args(cfg, self.run_dir, max_steps=max_steps),
+            train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config,
+            rollout_func=self._rollout,
+        )
+
+    # ---- the policy as the rollout engine sees it ------------------------------------------------
+    def policy_model(self) -> Any:
+        """The bare transformers model (LoRA layers stay injected and active)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def engine(self) -> RolloutEngine:
+        if self._engine is None:
+            self._engine = RolloutEngine(self.policy_model(), self.processing_class, engine_config(self.cfg),
+                                         name=f"hf:{self.cfg.model.path}")
+        return self._engine
+
+    def make_gyms(self, task_ids: Sequence[str]) -> list[Any]:
+        missing = [p for p in task_ids if p not in self.tasks]
+        if missing:
+            raise KeyError(f"prompt {missing[0]!r} is not a task id of the training set")
+        return [self.gym_cls(self.tasks[p], user=self.user) for p in task_ids]
+
+    # ---- 1. rollouts -----------------------------------------------------------------------------
+    def _rollout(self, prompts: list[str], trainer: Any) -> dict[str, list]:
+        step = self.state.global_step
+        engine = self.engine()
+        t0 = time.perf_counter()
+        trajs = engine.run(self.make_gyms(prompts), sample_seed=(self.cfg.train.seed * 1_000_003 + step) * 64
+                           + self.accelerator.process_index)
+        seconds = time.perf_counter() - t0
+        self._scored = [score_episode(tr, self.cfg.bao, max_turns=self.cfg.rollout.max_turns) for tr in trajs]
+        self._log_rollouts(trajs, self._scored, seconds, engine.stats)
+        write_episodes(self.run_dir / "rollouts.jsonl",
+                       [tr.episode.model_copy(update={"step": step}) for tr in trajs], append=True)
+        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": [],
+                                "bao_score": [e.score for e in self._scored]}
+        pad = self.processing_class.pad_token_id
+        for tr in trajs:
+            out["prompt_ids"].append(list(tr.prompt_ids))
+            if tr.response_ids:
+                out["completion_ids"].append(list(tr.response_ids))
+                out["logprobs"].append(list(tr.logprobs))
+                out["env_mask"].append(list(tr.response_mask))
+            else:  # an episode that ended before generating (prompt over budget): one inert token
+                out["completion_ids"].append([pad])
+                out["logprobs"].append([0.0])
+                out["env_mask"].append([0])
+        return out
+
+    def _log_rollouts(self, trajs: Sequence[Any], scored: Sequence[ScoredEpisode], seconds: float,
+                      stats: dict[str, float]) -> None:
+        n = max(len(scored), 1)
+        m = self._metrics["train"]
+        turns = sum(e.turns for e in scored)
+        m["episode/score"].append(sum(e.raw_score for e in scored) / n)
+        m["episode/success"].append(sum(e.success for e in scored) / n)
+        m["episode/user_actions"].append(sum(e.user_actions for e in scored) / n)
+        m["episode/user_rate"].append(sum(e.user_actions / e.turns for e in scored if e.turns) / n)
+        m["episode/turns"].append(turns / n)
+        for reason in ("no_tool_call", "token_budget", "turn_limit"):
+            m[f"episode/ended_{reason}"].append(sum(e.termination == reason for e in scored) / n)
+        m["episode/shaped_penalty"].append(
+            sum(sum(e.shaped) - e.raw_score for e in scored) / n)
+        m["time/rollout_s"].append(seconds)
+        m["time/rollout_tokens_per_s"].append(stats.get("generated", 0) / max(seconds, 1e-9))
+
+    # ---- 2. BAO advantages -----------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super()._generate_and_score_completions(inputs)
+        t0 = time.perf_counter()
+        local = self._scored
+        if len(local) != out["completion_ids"].size(0):
+            raise RuntimeError("rollout rows and TRL's batch rows disagree; a TRL change broke the adapter")
+        device = out["completion_ids"].device
+        scores = self.accelerator.gather(torch.tensor([e.score for e in local], device=device, dtype=torch.float64))
+        adv = batch_advantages(scores.tolist(), self.num_generations, eps=self.cfg.bao.eps)
+        start = self.accelerator.process_index * len(local)
+        for i, e in enumerate(local):
+            e.advantage = adv[start + i]
+        out["advantages"] = advantage_rows(local, out["completion_ids"].size(1), device=device)
+        m = self._metrics["train"]
+        nonzero = out["advantages"] != 0
+        m["bao/token_adv_nonzero_frac"].append(
+            (nonzero.sum() / out["tool_mask"].sum().clamp(min=1)).item() if "tool_mask" in out else 0.0)
+        m["bao/group_adv_abs_mean"].append(sum(abs(e.advantage) for e in local) / max(len(local), 1))
+        m["time/advantages_s"].append(time.perf_counter() - t0)
+        return out
+
+    # ---- 3. the BAO loss -------------------------------------------------------------------------
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
+                                                             completion_ids.size(1))
+        mask = completion_mask * inputs["tool_mask"] if "tool_mask" in inputs else completion_mask
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1).expand_as(logps)
+        lc = self.cfg.loss
+        loss, stats = ppo_loss(logps, old, advantages, mask, clip_low=lc.clip_low, clip_high=lc.clip_high,
+                               dual_clip=lc.dual_clip)
+        # token mean over the whole accumulation window (as TRL's dapo): sum over this micro-batch's
+        # tokens divided by the window's token count
+        window = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        window = window * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        loss = loss * stats["tokens"].clamp(min=1) / window
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} at step {self.state.global_step + 1}; stopped before the update "
+                f"(the last checkpoint in {self.run_dir} is intact)")
+        m = self._metrics["train"]
+        for key in ("clip_frac", "dual_clip_frac", "approx_kl", "ratio_mean"):
+            m[f"loss/{key}"].append(float(stats[key]))
+        return loss
+
+
+def training_tasks(cfg: TrainConfig) -> list[Task]:
+    tasks = load_tasks(cfg.data.gym, cfg.data.path, cfg.data.train_split)[: cfg.data.max_train_tasks]
+    if not tasks:
+        raise ValueError(f"data: no training tasks in {cfg.data.path or cfg.data.train_split + ' split'}")
+    return tasks
+
+
+def validation_tasks(cfg: TrainConfig) -> list[Task]:
+    path = cfg.data.val_path or cfg.data.path
+    tasks = load_tasks(cfg.data.gym, path, cfg.data.val_split)[: cfg.data.max_val_tasks]
+    if not tasks:
+        raise ValueError(f"data: no validation tasks in {path or cfg.data.val_split + ' split'}")
+    return tasks
+
+
+def total_steps(cfg: TrainConfig, n_tasks: int) -> int:
+    """Optimiser steps of the run: ``max_steps``, or ``epochs`` passes over the tasks."""
+    if cfg.train.max_steps is not None:
+        return cfg.train.max_steps
+    batches = math.ceil(cfg.train.epochs * n_tasks / cfg.train.tasks_per_step)
+    return max(1, batches) * cfg.updates_per_rollout

@@ -1,0 +1,209 @@
+"""The BAO trainer on TRL: config errors, advantages in TRL's batch, a real two-step run that moves the
+policy the way the advantages say, resume after a kill, and the NaN guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from baorl.agents import tool_call_text
+from baorl.config import ConfigError, build_config
+from baorl.models import load_tokenizer, tiny_model
+from baorl.rollout.engine import RolloutEngine
+from baorl.train.config import TrainConfig
+from baorl.train.trainer import engine_config
+
+GEN = "<|im_start|>assistant\n"
+
+
+# ---- config ---------------------------------------------------------------------------------------
+def test_unknown_key_and_wrong_type_fail_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"bao\.c_repp: Extra inputs"):
+        build_config(TrainConfig, {"bao": {"c_repp": 0.1}})
+    with pytest.raises(ConfigError, match=r"train\.lr: Input should be a valid number"):
+        build_config(TrainConfig, {}, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match="mini_batch_tasks"):
+        build_config(TrainConfig, {"train": {"tasks_per_step": 8, "mini_batch_tasks": 3}})
+
+
+def test_presets_load_and_differ_only_where_the_baseline_does() -> None:
+    from baorl.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    bao = load_config(TrainConfig, root / "bao-embedded.yaml")
+    base = load_config(TrainConfig, root / "userrl-embedded.yaml")
+    assert (bao.bao.score, bao.bao.credit, bao.bao.penalties) == ("sum", "r2g", True)
+    assert (base.bao.score, base.bao.credit, base.bao.penalties) == ("mean", "equalized", False)
+    assert bao.model == base.model and bao.train == base.train and bao.rollout == base.rollout
+    for name in ("bao-qwen3-4b.yaml", "userrl-qwen3-4b.yaml"):
+        paper = load_config(TrainConfig, root / name)
+        assert paper.train.tasks_per_step == 128 and paper.train.rollouts_per_task == 8
+        assert paper.train.mini_batch_tasks == 16 and paper.train.lr == 1e-6
+
+
+# ---- a real run on a tiny model ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tok = load_tokenizer("embedded")
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model(tok, seed=3).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+class YesNo:
+    """Rollout forcing: each turn starts with ``Y`` or ``N``, sampled from the model's own two logits;
+    ``Y`` continues with the right answer, ``N`` with a wrong one. So the policy's only free choice is
+    Y vs N, and BAO's advantages must push it towards Y."""
+
+    def __init__(self, tok, expected: float) -> None:
+        self.tok = tok
+        self.enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+        self.gen = self.enc(GEN)
+        self.y, self.n = self.enc("Y")[0], self.enc("N")[0]
+        self.expected = expected
+
+    def script(self, first: int) -> list[int]:
+        value = self.expected  # one training task: its prompt is the same for every row
+        answer = f"{value:g}" if first == self.y else f"{value + 1:g}"
+        return self.enc(tool_call_text("answer", answer))
+
+    def __call__(self, contexts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(logits, -1e9)
+        g = len(self.gen)
+        for r, ids in enumerate(contexts):
+            start = max(j for j in range(g, len(ids) + 1) if ids[j - g:j] == self.gen)
+            turn = ids[start:]
+            if not turn:
+                out[r, self.y], out[r, self.n] = logits[r, self.y], logits[r, self.n]
+                continue
+            rest = self.script(turn[0])
+            k = len(turn) - 1
+            out[r, rest[k] if k < len(rest) else self.tok.convert_tokens_to_ids("<|im_end|>")] = 0.0
+        return out
+
+
+def yes_margin(model, tok, prompt_ids: list[int]) -> float:
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids])).logits[0, -1]
+    y, n = tok("Y", add_special_tokens=False)["input_ids"][0], tok("N", add_special_tokens=False)["input_ids"][0]
+    return float(logits[y] - logits[n])
+
+
+def make_cfg(tiny_dir: Path, out: Path, **train) -> TrainConfig:
+    return build_config(TrainConfig, {
+        "name": "t", "output_dir": str(out),
+        "model": {"path": str(tiny_dir), "chat_template": "chatml-tools"},
+        "data": {"gym": "function", "max_train_tasks": 1, "max_val_tasks": 2},
+        "rollout": {"max_turns": 2, "max_new_tokens_per_turn": 64, "max_response_tokens": 400, "batch_size": 8},
+        "train": {"tasks_per_step": 1, "rollouts_per_task": 8, "micro_batch_size": 4, "lr": 3e-3,
+                  "max_steps": 2, "val_every": 0, "val_at_start": False, "report_to": [], "seed": 1, **train},
+    })
+
+
+def build_trainer(cfg: TrainConfig, callbacks=None):
+    from baorl.models import load_model
+    from baorl.train.trainer import BAOTrainer, training_tasks
+
+    model, tok = load_model(cfg.model.path)
+    tasks = training_tasks(cfg)
+    trainer = BAOTrainer(cfg, model, tok, tasks, Path(cfg.output_dir), max_steps=cfg.train.max_steps,
+                         callbacks=callbacks or [])
+    (task,) = tasks
+    expected = task.expected_result
+    trainer._engine = RolloutEngine(trainer.policy_model(), tok, engine_config(cfg), logits_processor=YesNo(tok, expected))
+    return trainer, tasks
+
+
+def test_two_steps_move_the_policy_towards_positive_advantages(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = make_cfg(tiny_dir, tmp_path / "run")
+    trainer, tasks = build_trainer(cfg)
+    engine = trainer.engine()
+    gym = trainer.make_gyms([tasks[0].id])[0]
+    obs, info = gym.reset(seed=0)
+    prompt = engine.renderer.encode(engine.renderer.prompt_text(info["system_prompt"], obs))
+    before = yes_margin(trainer.model, trainer.processing_class, prompt)
+    w0 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    after = yes_margin(trainer.model, trainer.processing_class, prompt)
+    assert any(not torch.equal(w0[k], v) for k, v in trainer.model.state_dict().items())
+    assert after > before + 0.05, (before, after)
+    rollouts = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollouts) == 2 * 8 and {r["step"] for r in rollouts} == {0, 1}
+    assert any(r["success"] for r in rollouts) and not all(r["success"] for r in rollouts)
+
+
+def test_advantages_in_trls_batch_are_baos(tiny_dir: Path, tmp_path: Path) -> None:
+    from baorl.bao import group_advantages, shape_rewards, token_advantages, trajectory_score, turn_credits
+
+    cfg = make_cfg(tiny_dir, tmp_path / "run")
+    trainer, tasks = build_trainer(cfg)
+    prompts = [t.id for t in tasks for _ in range(8)]
+    out = trainer._generate_and_score_completions([{"prompt": p} for p in prompts])
+    eps = trainer._scored
+    assert len(eps) == 8
+    scores = []
+    for e in eps:
+        shaped = shape_rewards(e.rewards, e.choices, max_turns=2)
+        assert shaped == pytest.approx(e.shaped)
+        scores.append(trajectory_score(shaped, "sum"))
+    adv = group_advantages(scores, [0] * 8)
+    mask = out["tool_mask"] * out["completion_mask"]
+    for i, e in enumerate(eps):
+        row = out["advantages"][i]
+        expect = token_advantages(turn_credits(e.shaped, "r2g", gamma=0.8), adv[i], e.turn_lengths)
+        assert row[mask[i].bool()].tolist() == pytest.approx(expect, abs=1e-6)
+        assert row[~mask[i].bool()].abs().sum() == 0
+
+
+class KillAfter(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed")
+
+
+def test_killed_run_resumes_without_losing_a_step(tiny_dir: Path, tmp_path: Path) -> None:
+    from baorl.train.callbacks import MetricsFile
+
+    full_cfg = make_cfg(tiny_dir, tmp_path / "full")
+    full, _ = build_trainer(full_cfg)
+    full.train()
+
+    cfg = make_cfg(tiny_dir, tmp_path / "killed")
+    run = Path(cfg.output_dir)
+    killed, _ = build_trainer(cfg, callbacks=[MetricsFile(run / "metrics.jsonl"), KillAfter(1)])
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    assert (run / "checkpoint-1").is_dir() and not (run / "checkpoint-2").exists()
+    resumed, _ = build_trainer(cfg, callbacks=[MetricsFile(run / "metrics.jsonl", resume_step=1)])
+    resumed.train(resume_from_checkpoint=str(run / "checkpoint-1"))
+    assert resumed.state.global_step == 2
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(set(steps)) == [1, 2] and steps == sorted(steps)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), "resumed run diverged from the uninterrupted one"
+
+
+def test_nan_loss_stops_before_the_update(tiny_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from baorl.train.trainer import BAOTrainer, NonFiniteLossError
+
+    cfg = make_cfg(tiny_dir, tmp_path / "run", max_steps=1)
+    trainer, _ = build_trainer(cfg)
+    real = BAOTrainer._get_per_token_logps_and_entropies
+
+    def poisoned(self, *a, **kw):
+        logps, ent, aux = real(self, *a, **kw)
+        return logps * float("nan"), ent, aux
+
+    monkeypatch.setattr(BAOTrainer, "_get_per_token_logps_and_entropies", poisoned)
+    w0 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="stopped before the update"):
+        trainer.train()
+    assert all(torch.equal(w0[k], v) for k, v in trainer.model.state_dict().items())
