@@ -207,3 +207,46 @@ def test_nan_loss_stops_before_the_update(tiny_dir: Path, tmp_path: Path, monkey
     with pytest.raises(NonFiniteLossError, match="stopped before the update"):
         trainer.train()
     assert all(torch.equal(w0[k], v) for k, v in trainer.model.state_dict().items())
+
+
+# ---- the command line -----------------------------------------------------------------------------
+def test_cli_bad_config_fails_before_any_work_naming_the_key(tmp_path: Path, capsys) -> None:
+    from baorl.cli.main import main
+
+    def err() -> str:
+        return " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bao:\n  c_rep: 0.1\n  gama: 0.9\n")
+    assert main(["train", str(cfg), "--set", f"output_dir={tmp_path / 'run'}"]) == 2
+    assert "bao.gama: Extra inputs are not permitted" in err()
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in err()
+    cfg.write_text("train:\n  tasks_per_step: 4\n")
+    assert main(["train", str(cfg), "--set", "train.micro_batch_size=3"]) == 2
+    assert "micro_batch_size (3) must divide" in err()
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no config.yaml there" in err()
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_runs_and_resume_continues(tiny_dir: Path, tmp_path: Path) -> None:
+    """`baorl train` end to end on a tiny model (unforced: the model never calls the tool, so every
+    episode ends on its first turn), then `--resume` of the finished run is a no-op that loses nothing."""
+    import yaml
+
+    from baorl.cli.main import main
+
+    run = tmp_path / "run"
+    cfg = make_cfg(tiny_dir, run, max_steps=1, val_at_start=True)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["train", str(cfg_file), "--set", "rollout.max_new_tokens_per_turn=8"]) == 0
+    for f in ("config.yaml", "metrics.jsonl", "rollouts.jsonl", "summary.json", "final/config.json",
+              "best/config.json", "val/best.json", "val/step_000000/episodes.jsonl", "val/step_000001/metrics.json"):
+        assert (run / f).exists(), f
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/score" in m for m in metrics) and any("loss" in m for m in metrics)
+    assert main(["train", str(cfg_file), "--set", "rollout.max_new_tokens_per_turn=8"]) == 2  # not empty: refuse
+    assert main(["train", "--resume", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 1

@@ -35,9 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     cfg, resume = resolve_run(args.config, overrides, args.resume)
     if cfg.engine == "verl":
-        from baorl.train.verl import launch_verl
-
-        return launch_verl(cfg, address=args.ray_address)
+        raise ValueError("engine verl: the verl (Ray) adapter is not part of this release yet; "
+                         "use engine trl (one node, TRL + accelerate)")
     summary = run_train(cfg, resume=resume)
     best = summary["best"] or {}
     console.print(f"done: {summary['steps']} steps in {summary['wall_s']:.0f} s · best validation score "
@@ -57,5 +56,4 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--sweep", metavar="KEY=V1,V2,...", help="one run per value, e.g. bao.effort_cost=0,0.05,0.1")
     p.add_argument("--engine", choices=["trl", "verl"], help="override the config's engine")
-    p.add_argument("--ray-address", metavar="ADDR", help="verl: an existing Ray cluster (default: start one locally)")
     p.set_defaults(func=cmd_train)

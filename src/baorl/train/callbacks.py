@@ -117,13 +117,14 @@ class Validation(TrainerCallback):
     """
 
     def __init__(self, run_dir: Path, run_validation: Any, save_best: Any, *, every: int, at_start: bool,
-                 console: Console | None = None) -> None:
+                 at_end: bool = True, console: Console | None = None) -> None:
         self.dir = Path(run_dir) / "val"
         self.best_path = Path(run_dir) / "best"
         self.run_validation = run_validation
         self.save_best = save_best
         self.every = every
         self.at_start = at_start
+        self.at_end = at_end
         self.console = console or Console(stderr=True)
         self.trainer: Any = None
         best_file = self.dir / "best.json"
@@ -161,4 +162,5 @@ class Validation(TrainerCallback):
             self.validate(state)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.validate(state)
+        if self.at_end:
+            self.validate(state)

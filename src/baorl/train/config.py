@@ -100,6 +100,7 @@ class TrainSection(StrictModel):
     seed: int = 0
     val_every: int = Field(10, ge=0, description="validate every N optimiser steps (0: only at the end)")
     val_at_start: bool = Field(True, description="validate the starting policy before step 1")
+    val_at_end: bool = Field(True, description="validate the final policy")
     save_every: int = Field(1, ge=1, description="checkpoint every N optimiser steps (resume granularity)")
     keep_checkpoints: int = Field(2, ge=1, description="rolling checkpoints kept (the best is kept apart)")
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])

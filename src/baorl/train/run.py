@@ -113,7 +113,7 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
         save_policy(tr.accelerator.unwrap_model(tr.model), tokenizer, path)
 
     validation = Validation(run_dir, run_validation, save_best, every=cfg.train.val_every,
-                            at_start=cfg.train.val_at_start, console=console)
+                            at_start=cfg.train.val_at_start, at_end=cfg.train.val_at_end, console=console)
     callbacks = [MetricsFile(run_dir / "metrics.jsonl", resume_step=resume_step), validation, RichProgress(console)]
     trainer = BAOTrainer(cfg, model, tokenizer, tasks, run_dir, max_steps=steps, user=user, callbacks=callbacks,
                          peft_config=peft_config)
