@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup quickstart test test-fast bench lint clean
+.PHONY: setup browser quickstart test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -22,8 +23,13 @@ $(STAMP): pyproject.toml
 quickstart: setup
 	$(VENV)/bin/baorl quickstart
 
+# headless Chromium, which tests/test_report.py opens the HTML reports in (Debian's package; needs root or sudo)
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 # the whole suite, slow end-to-end tests included (well under CI's limit; see README "Tests")
-test: setup
+test: setup browser
 	$(PY) -m pytest -q --timeout 900
 
 test-fast: setup

@@ -1,0 +1,229 @@
+"""`baorl eval`, `baorl score`, `baorl compare`, `baorl report`: evaluation, metrics and reports.
+
+Registered by one line in `baorl.cli.main.build_parser`; the work is done by `baorl.evaluation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+#: bootstrap resamples by default (`baorl.evaluation.metrics.N_BOOT`; not imported here, to keep `baorl --help` light)
+N_BOOT = 1000
+
+console = Console()
+if not console.is_terminal:  # files and pipes: no terminal width to respect
+    console = Console(width=200)
+
+
+def _add_scoring(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scoring")
+    g.add_argument("--k", type=int, default=None, metavar="K",
+                   help="largest k of Pass@U-k (default: 5, raised to cover every successful episode)")
+    g.add_argument("--bootstrap", type=int, default=N_BOOT, metavar="B",
+                   help=f"bootstrap resamples of the tasks for the 95%% intervals (default {N_BOOT}; 0: none)")
+    g.add_argument("--bootstrap-seed", type=int, default=0, metavar="S", help="the bootstrap's seed (default 0)")
+
+
+def metrics_table(rows: list[dict[str, Any]], metrics: dict[str, dict[str, Any]], *, title: str,
+                  compare: bool) -> Table:
+    """A rich table of `baorl.evaluation.report.summary_rows`: one row per metric, one column per run and gym.
+
+    Each cell is the value and its 95% bootstrap interval; Pass@U-k rows are k = 1..K (K <= 6) or
+    1, 2, 3 and K.
+    """
+    from baorl.evaluation.report import fmt, fmt_ci
+
+    # value and interval on one line when the table fits the console, else on two
+    wide = 20 + 20 * len(rows) <= console.width
+    sep = " " if wide else "\n"
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1 if wide else 0), pad_edge=False,
+                  title_justify="left", show_lines=not wide)
+    table.add_column("metric", no_wrap=True, max_width=11)
+    for r in rows:
+        head = f"{r['run']}\n{r['scope']}" if compare else r["scope"]
+        table.add_column(head, justify="right", overflow="fold", min_width=11)
+
+    def cell(v: float | None, ci: Any) -> str:
+        c = fmt_ci(ci) if sep == " " else fmt_ci(ci).replace(", ", ",")
+        return f"{fmt(v)}{sep}[dim]{c}[/]" if c else fmt(v)
+
+    def scope(r: dict[str, Any]) -> dict[str, Any]:
+        m = metrics[r["run"]]
+        return m["overall"] if r["scope"] == "overall" else m["gyms"][r["scope"]]
+
+    K = max(r["K"] for r in rows) if rows else 0
+    table.title = f"{title} · K = {K}"
+    ks = list(range(1, K + 1)) if K <= 6 else [1, 2, 3, K]
+    table.add_row("n", *[f"{r['n']} ({r['n_tasks']})" + (f" x{r['seeds']} seeds" if r["seeds"] > 1 else "")
+                         for r in rows])
+    for key, name in (("score", "score"), ("success", "success")):
+        table.add_row(name, *[cell(r[key], r[f"{key}_ci"]) for r in rows])
+    for k in ks:
+        table.add_row(f"Pass@U-{k}", *[cell(scope(r)["pass_at_u"].get(str(k)), scope(r)["pass_at_u_ci"].get(str(k)))
+                                       for r in rows])
+    table.add_row("hypervolume", *[cell(r["hypervolume"], r["hypervolume_ci"]) for r in rows])
+    table.add_row("user rate", *[cell(r["user_rate"], r["user_rate_ci"]) for r in rows])
+    table.add_row("RTR", *[f"{fmt(r['rtr'])} [dim]({r['user_actions']})[/]" for r in rows])
+    if compare:
+        table.add_row("frontier", *["[green]yes[/]" if r["frontier"] else "no" for r in rows])
+    return table
+
+
+def table_legend(compare: bool) -> str:
+    """The line printed under `metrics_table`."""
+    return ("[dim]value [95% bootstrap interval over tasks] · n: episodes (tasks) · RTR: share of user actions "
+            "that raised the reward (their count)" + (" · frontier: Pass@U curve not dominated" if compare else "")
+            + "[/]")
+
+
+# ---- baorl eval ---------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from baorl.cli.progress import episode_bar
+    from baorl.evaluation.report import summary_rows
+    from baorl.evaluation.run import evaluate
+
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    engine = {k: v for k, v in {
+        "batch_size": args.batch_size, "temperature": args.temperature, "max_new_tokens_per_turn": args.max_new_tokens,
+        "chat_template": args.chat_template, "max_turns": args.max_turns,
+    }.items() if v is not None}
+    if args.temperature is not None and not args.agent.startswith("hf:"):
+        raise ValueError("--temperature applies to hf: agents (openai: agents request 0, scripted ones are fixed)")
+    seeds = args.seeds if args.seeds else [args.seed]
+    with episode_bar(console, f"{','.join(args.gym)} · {args.agent}", transient=True) as bar:
+        metrics = evaluate(
+            args.agent, args.gym, Path(args.out), data=args.data, split=args.split, simulator=args.simulator,
+            simulator_options={"base_url": args.simulator_base_url} if args.simulator_base_url else None,
+            limit=args.n, seeds=seeds, concurrency=args.concurrency, engine_options=engine,
+            agent_options={"base_url": args.agent_base_url} if args.agent_base_url else None,
+            k=args.k, n_boot=args.bootstrap, boot_seed=args.bootstrap_seed, report=not args.no_report,
+            on_done=bar.done, on_total=bar.total,
+        )
+    out = Path(args.out)
+    named = {out.name: metrics}
+    console.print(metrics_table(summary_rows(named), named, title=f"{args.agent} · {out}", compare=False))
+    console.print(table_legend(False), highlight=False)
+    played = f"{bar.n} episodes played" + (" (the others were already recorded)" if bar.n < metrics["overall"]["n"]
+                                                  else "")
+    console.print(f"{played} · records {out / 'episodes.jsonl'} · metrics {out / 'metrics.json'}"
+                  + ("" if args.no_report else f" · report {out / 'report.html'}"), highlight=False)
+    return 0
+
+
+# ---- baorl score --------------------------------------------------------------------------------
+def cmd_score(args: argparse.Namespace) -> int:
+    from baorl.evaluation.report import summary_rows
+    from baorl.evaluation.run import load_run, score_dir
+
+    run = load_run(args.dir)
+    metrics = score_dir(args.dir, k=args.k, n_boot=args.bootstrap, seed=args.bootstrap_seed,
+                        out=Path(args.out) if args.out else None)
+    target = Path(args.out) if args.out else run.records.parent / "metrics.json"  # type: ignore[union-attr]
+    named = {run.label: metrics}
+    console.print(metrics_table(summary_rows(named), named, title=f"{run.records}", compare=False))
+    console.print(table_legend(False), highlight=False)
+    console.print(f"metrics written to {target}", highlight=False)
+    return 0
+
+
+# ---- baorl compare / report ----------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    from baorl.evaluation.report import write_report
+    from baorl.evaluation.run import load_run
+
+    if len(args.dirs) < 2:
+        raise ValueError("compare needs at least two run directories")
+    runs = [load_run(d, val=args.val) for d in args.dirs]
+    rep = write_report(runs, Path(args.out), k=args.k, n_boot=args.bootstrap, seed=args.bootstrap_seed,
+                       title=args.title)
+    console.print(metrics_table(rep.rows, rep.metrics, title="comparison", compare=True))
+    console.print(table_legend(True), highlight=False)
+    for n in rep.notes:
+        console.print(f"[yellow]note:[/] {n}", highlight=False)
+    console.print(f"report {rep.html} · plots {', '.join(str(p) for p in rep.plots)}", highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from baorl.evaluation.report import write_report
+    from baorl.evaluation.run import load_run
+
+    run = load_run(args.dir, val=args.val)
+    default = (run.path.parent / f"{run.path.stem}-report.html") if run.path.is_file() else run.path / "report.html"
+    rep = write_report([run], Path(args.out) if args.out else default, k=args.k, n_boot=args.bootstrap,
+                       seed=args.bootstrap_seed, title=args.title)
+    if rep.rows:
+        console.print(metrics_table(rep.rows, rep.metrics, title=run.label, compare=False))
+        console.print(table_legend(False), highlight=False)
+    console.print(f"report {rep.html} · plots {', '.join(str(p) for p in rep.plots)}", highlight=False)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``eval``, ``score``, ``compare`` and ``report`` on `baorl`'s subparsers."""
+    from baorl.cli.main import _add_gym_source
+
+    p = sub.add_parser(
+        "eval", help="evaluate an agent on gym splits: records, metrics and a report",
+        description="Play one greedy episode per task (and seed) with any agent (hf:embedded, hf:PATH, "
+                    "openai:MODEL, scripted:NAME), then write OUT/episodes.jsonl, OUT/metrics.json (score, "
+                    "Pass@U-k, user rate, RTR, hypervolume, with 95% bootstrap intervals) and OUT/report.html. "
+                    "Rerunning the same command resumes: finished episodes are kept, an interrupted one is redone.")
+    p.add_argument("--agent", required=True, metavar="SPEC", help="hf:embedded, hf:PATH, openai:MODEL or scripted:NAME")
+    p.add_argument("--gym", required=True, nargs="+", metavar="GYM",
+                   help="gym name(s) or id(s), or 'all'; several gyms also give task-weighted overall metrics")
+    _add_gym_source(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="evaluation directory (created; resumed if it exists)")
+    p.add_argument("--n", type=int, default=None, help="only the first N tasks of each gym")
+    p.add_argument("--seed", type=int, default=0, help="episode seed (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="several seeds: one episode per task and seed (adds per-seed intervals)")
+    p.add_argument("--agent-base-url", metavar="URL", help="base URL for openai: agents (default $OPENAI_BASE_URL)")
+    p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for scripted/API agents")
+    p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
+    g = p.add_argument_group("local models (hf:...)")
+    g.add_argument("--batch-size", type=int, default=None, help="episodes decoded together")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0: greedy)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="token cap per turn")
+    g.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
+    g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")
+    _add_scoring(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("score", help="re-score a run from its episode records alone",
+                       description="Recompute every metric of an evaluation directory, a training run's latest "
+                                   "validation records, or a records file, and write metrics.json beside the records.")
+    p.add_argument("dir", metavar="DIR", help="evaluation directory, training run directory or episodes .jsonl file")
+    p.add_argument("--out", metavar="FILE", default=None, help="write the metrics here instead")
+    _add_scoring(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("compare", help="compare runs: Pareto frontier, metrics table, one HTML report",
+                       description="Score several runs with one shared K and write one self-contained HTML report "
+                                   "(metrics table, Pareto frontier of Pass@U-k against k with 95% bands, training "
+                                   "curves, episode browser) plus the plots as PNG and SVG beside it. The runs must "
+                                   "cover the same gyms.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="evaluation or training run directories (or records files)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the HTML report to write, e.g. report.html")
+    p.add_argument("--title", default=None, help="the report's title")
+    p.add_argument("--val", default="latest", help="training runs: validation records latest, best or STEP")
+    _add_scoring(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="write the HTML report of one run (evaluation or training)",
+                       description="One self-contained HTML file: metrics, Pareto plot, training curves (from "
+                                   "metrics.jsonl) and an episode browser. Training runs use their latest (or --val) "
+                                   "validation records.")
+    p.add_argument("dir", metavar="DIR", help="evaluation directory, training run directory or records file")
+    p.add_argument("--out", metavar="FILE", default=None, help="default DIR/report.html")
+    p.add_argument("--title", default=None, help="the report's title")
+    p.add_argument("--val", default="latest", help="training runs: validation records latest, best or STEP")
+    _add_scoring(p)
+    p.set_defaults(func=cmd_report)

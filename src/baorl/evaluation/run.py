@@ -1,0 +1,325 @@
+"""`baorl eval`: play an agent greedily on gym splits, then score the records; and reading run dirs.
+
+An evaluation directory holds:
+
+- ``episodes.jsonl``: one `Episode` record per task (and seed), appended as each one finishes;
+- ``metrics.json``: `baorl.evaluation.metrics.score_episodes` of those records;
+- ``eval.json``: what was evaluated (agent, gyms, split or data file, simulator, seeds, options),
+  checked on resume so that one directory never mixes two evaluations;
+- ``report.html``, ``report-pareto.png``, ``report-pareto.svg``: the report (`baorl.evaluation.report`).
+
+Resuming: rerunning the same command skips every finished episode; a half-written last record (a
+killed run) is dropped and its episode played again. With several gyms or seeds, each (gym, seed)
+is played into ``parts/GYM.seedS.jsonl`` (so that resuming can tell them apart) and the parts are
+merged into ``episodes.jsonl`` at the end.
+
+`load_run` reads an evaluation directory, a training run directory (``metrics.jsonl`` curves,
+validation records under ``val/step_NNNNNN/episodes.jsonl``) or a bare records file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baorl.evaluation.metrics import N_BOOT, score_episodes
+from baorl.records import Episode, RecordFileError, read_episodes, write_episodes
+
+__all__ = ["Run", "evaluate", "load_run", "load_records", "load_train_metrics", "resolve_gyms", "EVAL_CONFIG"]
+
+#: the file recording what an evaluation directory evaluates
+EVAL_CONFIG = "eval.json"
+#: the keys of eval.json that must match for a rerun to resume (``limit`` may grow: more tasks are played)
+_RESUME_KEYS = ("agent", "gyms", "split", "data", "simulator", "seeds", "engine_options")
+#: engine options that may change between a run and its resumption
+_SPEED_ONLY = {"batch_size", "prefill_tokens", "shared_prefix"}
+
+
+# ---- reading ------------------------------------------------------------------------------------
+def load_records(path: Path) -> list[Episode]:
+    """Episode records of a file, with clear errors: missing, torn (interrupted run), corrupt, empty, duplicated.
+
+    A duplicate is a second record of the same gym, task and seed: two evaluations mixed in one file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such records file")
+    try:
+        episodes = read_episodes(path)
+    except RecordFileError as e:
+        lines = path.read_text(encoding="utf-8").rstrip("\n").split("\n")
+        if f"{path}:{len(lines)}:" in str(e):
+            raise RecordFileError(f"{e} (the last record is incomplete: an interrupted evaluation? rerun the same "
+                                  "`baorl eval` command to finish it)") from e
+        raise
+    if not episodes:
+        raise ValueError(f"{path}: no episode records")
+    seen: dict[tuple[str, str, int], int] = {}
+    for i, e in enumerate(episodes, 1):
+        key = (e.gym, e.task_id, e.seed)
+        if key in seen:
+            raise ValueError(f"{path}: records {seen[key]} and {i} are both gym {e.gym!r} task {e.task_id!r} "
+                             f"seed {e.seed} (two evaluations mixed in one file?)")
+        seen[key] = i
+    return episodes
+
+
+def load_train_metrics(path: Path) -> list[dict[str, Any]]:
+    """A trainer's ``metrics.jsonl``: one JSON object per line (a torn last line, a run still writing, is dropped)."""
+    rows: list[dict[str, Any]] = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines):
+                break
+            raise ValueError(f"{path}:{i}: not a JSON object of metrics ({e})") from e
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class Run:
+    """A run directory as the scoring and report tools see it.
+
+    Attributes:
+        path: the directory (or records file) given.
+        label: a short name for tables and legends (the directory name).
+        kind: ``eval``, ``train`` or ``records``.
+        records: the episode records file used, or None (a training run without validation records).
+        episodes: its records.
+        train_metrics: rows of ``metrics.jsonl`` (training runs), else empty.
+        info: ``eval.json`` of an evaluation, or ``{"val_step": N}`` for a training run.
+    """
+
+    path: Path
+    label: str
+    kind: str
+    records: Path | None
+    episodes: list[Episode] = field(default_factory=list)
+    train_metrics: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gyms(self) -> list[str]:
+        return sorted({e.gym for e in self.episodes})
+
+
+def _val_dirs(path: Path) -> list[tuple[int, Path]]:
+    out = []
+    for d in (path / "val").glob("step_*"):
+        m = re.fullmatch(r"step_(\d+)", d.name)
+        if m and (d / "episodes.jsonl").is_file():
+            out.append((int(m.group(1)), d / "episodes.jsonl"))
+    return sorted(out)
+
+
+def load_run(path: str | Path, *, val: str = "latest") -> Run:
+    """Read an evaluation directory, a training run directory or a records file.
+
+    Args:
+        path: ``DIR`` with ``episodes.jsonl`` (an evaluation), ``RUN`` with ``metrics.jsonl`` and
+            optional ``val/step_NNNNNN/episodes.jsonl`` (a training run), or a ``.jsonl`` records file.
+        val: which validation records of a training run: ``latest``, ``best`` (highest mean score) or a step.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run directory")
+    if path.is_file():
+        return Run(path, path.stem, "records", path, load_records(path))
+    label = path.resolve().name
+    if (path / "episodes.jsonl").exists():
+        info: dict[str, Any] = {}
+        cfg = path / EVAL_CONFIG
+        if cfg.is_file():
+            try:
+                info = json.loads(cfg.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ValueError(f"{cfg}: not valid JSON ({e})") from e
+        train = load_train_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+        return Run(path, label, "eval", path / "episodes.jsonl", load_records(path / "episodes.jsonl"), train, info)
+    if (path / "metrics.jsonl").is_file():
+        train = load_train_metrics(path / "metrics.jsonl")
+        vals = _val_dirs(path)
+        if not vals:
+            return Run(path, label, "train", None, [], train)
+        if val == "latest":
+            step, rec = vals[-1]
+        elif val == "best":
+            def mean_score(rec: Path) -> float:
+                eps = load_records(rec)
+                return sum(e.score for e in eps) / len(eps)
+
+            step, rec = max(vals, key=lambda v: (mean_score(v[1]), v[0]))
+        elif val.isdigit() and int(val) in dict(vals):
+            step, rec = int(val), dict(vals)[int(val)]
+        else:
+            raise ValueError(f"{path}: no validation step {val!r}; have latest, best or one of "
+                             f"{', '.join(str(s) for s, _ in vals)}")
+        return Run(path, label, "train", rec, load_records(rec), train, {"val_step": step})
+    raise FileNotFoundError(f"{path}: not a run directory: expected {path / 'episodes.jsonl'} (an evaluation) "
+                            f"or {path / 'metrics.jsonl'} (a training run)")
+
+
+# ---- evaluating ---------------------------------------------------------------------------------
+def resolve_gyms(gym: str | Sequence[str]) -> list[str]:
+    """Canonical gym names from ``"function"``, ``"function,turtle"``, a list, or ``"all"``."""
+    from baorl.gyms import registry, spec
+
+    names = [gym] if isinstance(gym, str) else list(gym)
+    names = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    if names == ["all"]:
+        return sorted(registry())
+    out: list[str] = []
+    for n in names:
+        name = spec(n).name
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError("no gym given")
+    return out
+
+
+def _check_resume(out_dir: Path, config: dict[str, Any]) -> None:
+    cfg = out_dir / EVAL_CONFIG
+    if not cfg.exists():
+        if (out_dir / "episodes.jsonl").exists():
+            # records without eval.json: accept them only if they are of the gyms asked for
+            for i, e in enumerate(read_episodes(out_dir / "episodes.jsonl", skip_partial_tail=True), 1):
+                if e.gym not in config["gyms"]:
+                    raise ValueError(f"{out_dir / 'episodes.jsonl'}:{i}: a {e.gym!r} record, but this evaluation "
+                                     f"is of {', '.join(config['gyms'])}; use another --out")
+        return
+    try:
+        old = json.loads(cfg.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{cfg}: not valid JSON ({e}); remove it or use another --out") from e
+    def same(k: str) -> bool:
+        if k == "engine_options":  # batching changes speed, not the evaluation
+            a, b = (({x: v for x, v in (d.get(k) or {}).items() if x not in _SPEED_ONLY}) for d in (old, config))
+            return a == b
+        return old.get(k) == config.get(k)
+
+    diff = [k for k in _RESUME_KEYS if not same(k)]
+    if diff:
+        k = diff[0]
+        raise ValueError(f"{cfg}: {out_dir} already holds another evaluation ({k} {old.get(k)!r}, now "
+                         f"{config.get(k)!r}); use another --out")
+
+
+def evaluate(
+    agent: str,
+    gym: str | Sequence[str],
+    out_dir: str | Path,
+    *,
+    data: str | None = None,
+    split: str = "test",
+    simulator: str | None = None,
+    simulator_options: dict[str, Any] | None = None,
+    limit: int | None = None,
+    seeds: Sequence[int] = (0,),
+    concurrency: int = 16,
+    engine_options: dict[str, Any] | None = None,
+    agent_options: dict[str, Any] | None = None,
+    k: int | None = None,
+    n_boot: int = N_BOOT,
+    boot_seed: int = 0,
+    report: bool = True,
+    on_done: Callable[[Episode], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `agent` on `gym` (one or several, or ``all``) and write the run directory; returns the metrics.
+
+    Greedy by default: local (``hf:``) models decode at temperature 0 unless ``engine_options``
+    says otherwise, ``openai:`` agents request temperature 0, scripted agents are deterministic
+    given the seed. One episode per task and seed. The other arguments are those of
+    `baorl.rollout.runner.run_rollout`; `k`, `n_boot` and `boot_seed` those of `score_episodes`;
+    `on_total` is called with the running total of episodes left to play.
+
+    Raises:
+        ValueError: an empty split, ``data`` with several gyms, or `out_dir` holding another evaluation.
+    """
+    from baorl.gyms import gym_class, load_tasks
+    from baorl.rollout.runner import run_rollout
+
+    out_dir = Path(out_dir)
+    gyms = resolve_gyms(gym)
+    seeds = sorted({int(s) for s in seeds})
+    if not seeds:
+        raise ValueError("seeds: give at least one seed")
+    if data is not None and len(gyms) > 1:
+        raise ValueError("--data names one gym's task file; evaluate one gym at a time with --data")
+    engine = dict(engine_options or {})
+    if agent.startswith("hf:"):
+        temperature = engine.get("temperature", 0.0)
+    elif agent.startswith("openai:"):
+        temperature = (agent_options or {}).get("temperature", 0.0)
+    else:
+        temperature = None  # scripted agents do not sample
+    config = {
+        "agent": agent, "gyms": gyms, "split": None if data else split,
+        "data": str(Path(data).resolve()) if data else None, "simulator": simulator, "seeds": seeds,
+        "limit": limit, "temperature": temperature, "engine_options": engine,
+    }
+    for g in gyms:  # an empty or unreadable task source fails before anything is written
+        if not load_tasks(g, data, split)[:limit]:
+            raise ValueError(f"gym {g!r}: {'the file ' + str(data) if data else 'the ' + split + ' split'} has no tasks")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: --out must be a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(out_dir, config)
+    (out_dir / EVAL_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    records = out_dir / "episodes.jsonl"
+    jobs = [(g, s) for g in gyms for s in seeds]
+    single = len(jobs) == 1
+    total = 0
+
+    def add_total(n: int) -> None:
+        nonlocal total
+        total += n
+        if on_total is not None:
+            on_total(total)
+
+    for g, s in jobs:
+        needs_user = gym_class(g).needs_user
+        run_rollout(
+            agent=agent, gym=g, out=records if single else out_dir / "parts" / f"{g}.seed{s}.jsonl",
+            data=data, split=split, simulator=simulator if needs_user else None,
+            simulator_options=simulator_options if needs_user else None, limit=limit, seed=s,
+            concurrency=concurrency, engine_options=engine, agent_options=agent_options,
+            on_done=on_done, on_total=add_total,
+        )
+    if not single:
+        merged = [e for g, s in jobs for e in read_episodes(out_dir / "parts" / f"{g}.seed{s}.jsonl")]
+        write_episodes(records, merged)
+    return score_dir(out_dir, k=k, n_boot=n_boot, seed=boot_seed, report=report)
+
+
+def score_dir(path: str | Path, *, k: int | None = None, n_boot: int = N_BOOT, seed: int = 0,
+              report: bool = False, out: Path | None = None) -> dict[str, Any]:
+    """Re-score a run from its records and write ``metrics.json`` beside them (or to `out`); returns the metrics.
+
+    With `report`, also writes ``report.html`` and the Pareto plot beside the metrics.
+    """
+    run = load_run(path)
+    if run.records is None:
+        raise FileNotFoundError(f"{run.path}: no episode records to score (no val/step_*/episodes.jsonl)")
+    metrics = score_episodes(run.episodes, K=k, n_boot=n_boot, seed=seed)
+    target = Path(out) if out is not None else run.records.parent / "metrics.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if report:
+        from baorl.evaluation.report import write_report
+
+        write_report([run], target.parent / "report.html", k=k, n_boot=n_boot, seed=seed)
+    return metrics
