@@ -16,7 +16,8 @@ def baorl(*args, input=None):
 def test_help_lists_every_command():
     r = baorl("--help")
     assert r.returncode == 0
-    for cmd in ("gyms", "play", "data", "quickstart"):
+    for cmd in ("gyms", "play", "rollout", "serve", "teach", "behaviour", "sft", "train", "eval", "score", "compare",
+                "report", "data", "quickstart"):
         assert cmd in r.stdout
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 # ---- baorl rollout ------------------------------------------------------------------------------
 def cmd_rollout(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from baorl.cli.progress import episode_bar
     from baorl.rollout.runner import run_rollout
 
     out = Path(args.out)
@@ -151,25 +151,14 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size, "temperature": args.temperature, "max_new_tokens_per_turn": args.max_new_tokens,
         "chat_template": args.chat_template, "max_turns": args.max_turns,
     }.items() if v is not None}
-    stats = {"n": 0, "score": 0.0, "users": 0}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.fields[info]}"), console=console) as progress:
-        bar = progress.add_task(f"{args.gym} · {args.agent}", total=None, info="")
-
-        def done(ep: Any) -> None:
-            stats["n"] += 1
-            stats["score"] += ep.score
-            stats["users"] += ep.user_actions
-            n = stats["n"]
-            progress.update(bar, advance=1, info=f"score {stats['score'] / n:.3f} · user actions/ep {stats['users'] / n:.2f}")
-
+    with episode_bar(console, f"{args.gym} · {args.agent}") as bar:
         eps = run_rollout(
             agent=args.agent, gym=args.gym, out=out, data=args.data, split=args.split, simulator=args.simulator,
             simulator_options={"base_url": args.simulator_base_url} if args.simulator_base_url else None,
             limit=args.n, seed=args.seed, concurrency=args.concurrency, engine_options=engine,
             save_tokens=args.save_tokens,
             agent_options={"base_url": args.agent_base_url} if args.agent_base_url else None,
-            on_done=done, on_total=lambda t: progress.update(bar, total=t),
+            on_done=bar.done, on_total=bar.total,
         )
     if not eps:
         console.print(f"nothing to do: every task is already in {out}")
@@ -183,9 +172,10 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 # ---- baorl quickstart ---------------------------------------------------------------------------
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from baorl.cli.quickstart import run_quickstart
+    from baorl.cli.quickstart import Sizes, run_quickstart
 
-    return run_quickstart(out=Path(args.out), n=args.n)
+    return run_quickstart(out=Path(args.out), n=args.n,
+                          sizes=Sizes(sft_steps=args.sft_steps, rl_steps=args.rl_steps))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
 
+    # subcommands defined beside their code
+    for module in ("teach", "sft", "train", "evaluate"):
+        importlib.import_module(f"baorl.cli.{module}").add_parsers(sub)
+
     p = sub.add_parser("data", help="generate baorl's embedded task sets",
                        description="Generate the embedded Function task set (UserRL's functions.json format).")
     p.add_argument("kind", choices=["function"], help="which task set")
@@ -249,11 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", required=True, help="output JSON file")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("quickstart", help="run the main job on the embedded default",
-                       description="Play and score episodes on every gym with the embedded tasks, "
-                                   "offline simulators and scripted agents, and write the records.")
+    p = sub.add_parser("quickstart", help="the whole BAO pipeline at small scale on the embedded default",
+                       description="Teacher data, SFT warm start, BAO RL and the UserRL baseline from the same "
+                                   "start, evaluation of base/SFT/baseline/BAO on held-out Function tasks, and the "
+                                   "comparison report, on the embedded SmolLM2-135M and a CPU (about 20 minutes on "
+                                   "2 cores). Rerunning skips the stages already done.")
     p.add_argument("--out", default="runs/quickstart", help="output directory")
-    p.add_argument("--n", type=int, default=None, help="episodes per gym (default: the whole test split)")
+    p.add_argument("--n", type=int, default=None, help="evaluation tasks (default 8)")
+    p.add_argument("--sft-steps", type=int, default=30, help="SFT optimiser steps (one conversation each)")
+    p.add_argument("--rl-steps", type=int, default=1, help="RL optimiser steps per run")
     p.set_defaults(func=cmd_quickstart)
     return ap
 

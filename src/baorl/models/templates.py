@@ -10,14 +10,27 @@
 
 Assistant messages are rendered verbatim: their `content` is the exact text the policy generated
 (think block and tool call included), so rendering never re-formats the policy's tokens.
+Structured ``tool_calls`` are written after the content as ``\\n<tool_call>\\n{"name": …,
+"arguments": …}\\n</tool_call>``, a string ``arguments`` verbatim: with ``json.dumps`` of the
+arguments this is exactly what `baorl.agents.tool_call_text` writes.
+
+What the policy writes in a turn (content, tool calls and the end-of-turn token ``<|im_end|>``,
+not the ``\\n`` after it) lies between ``{% generation %}`` markers, so transformers'
+``return_assistant_tokens_mask`` (and TRL's ``assistant_only_loss``) train exactly on what the
+rollout engine lets the policy generate; the markers do not change the text.
 
 (transformers renders with ``trim_blocks``: a newline right after a block tag is dropped, so
-newlines that must follow one are written as ``{{ '\\n' }}``.) Both templates write a turn as ``<|im_start|>ROLE\\n…<|im_end|>\\n``:
+newlines that must follow one are written as ``{{ '\\n' }}``.) Both templates write a turn as
+``<|im_start|>ROLE\\n…<|im_end|>\\n``:
 
->>> from jinja2 import Template
->>> Template(CHAT_TEMPLATES["chatml-tools"]).render(
-...     messages=[{"role": "user", "content": "hi"}], tools=None, add_generation_prompt=True)
-'<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\n'
+>>> from transformers.utils.chat_template_utils import render_jinja_template
+>>> msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+>>> (text,), (spans,) = render_jinja_template(
+...     [msgs], chat_template=CHAT_TEMPLATES["chatml-tools"], return_assistant_tokens_mask=True)
+>>> text
+'<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\nyo<|im_end|>\\n'
+>>> [text[a:b] for a, b in spans]
+['yo<|im_end|>']
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ _CALLS_AND_OTHER_ROLES = (
     "{% set fn = call.function if call.function is defined else call %}"
     "{{ '\\n' }}<tool_call>\n{\"name\": \"{{ fn.name }}\", \"arguments\": "
     "{{ fn.arguments if fn.arguments is string else fn.arguments | tojson }}}\n</tool_call>"
-    "{% endfor %}<|im_end|>\n"
+    "{% endfor %}<|im_end|>{% endgeneration %}{{ '\\n' }}"
     "{% else %}"
     "<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
 )
@@ -56,7 +69,7 @@ _CHATML_TOOLS = (
     "<tool_call>\n{\"name\": \"TOOL_NAME\", \"arguments\": {ARGUMENTS}}\n</tool_call><|im_end|>\n"
     + _SYSTEM_AND_TOOL_TURNS +
     "{% elif message.role == 'assistant' %}"
-    "<|im_start|>assistant\n{{ message.content or '' }}"
+    "<|im_start|>assistant\n{% generation %}{{ message.content or '' }}"
     + _CALLS_AND_OTHER_ROLES +
     "{% endif %}"
     "{% endfor %}"
@@ -75,7 +88,7 @@ _QWEN3 = (
     "<args-json-object>}\n</tool_call><|im_end|>\n"
     + _SYSTEM_AND_TOOL_TURNS +
     "{% elif message.role == 'assistant' %}"
-    "<|im_start|>assistant\n"
+    "<|im_start|>assistant\n{% generation %}"
     "{% if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}"
     "{{ message.content or '' }}"
     + _CALLS_AND_OTHER_ROLES +
