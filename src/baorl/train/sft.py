@@ -1,6 +1,7 @@
 """Supervised warm start (spec: bao.md §2): fine-tune a policy on teacher conversations with TRL's `SFTTrainer`.
 
-The input is an SFT file (JSONL, one conversation per line, as `baorl teach` writes it)::
+The input is an SFT file (JSONL, one conversation per line; written by `baorl teach`, read and
+validated by `baorl.teach.export.read_sft_file`)::
 
     {"messages": [{"role": "system", ...}, {"role": "user", "content": TASK},
                   {"role": "assistant", "content": "<think>…</think>",
@@ -23,7 +24,8 @@ Decided here:
 - the tool schemas go to TRL as one JSON string per row (TRL reads that form), which keeps them
   byte-exact through Arrow; ``meta`` is not needed for training and is dropped;
 - mixed precision is bf16 on a GPU that supports it and off otherwise (``train.bf16: null``);
-  weights are trained in ``model.dtype`` (float32 keeps AdamW's small updates exact);
+  weights are trained in ``model.dtype`` (in float32, AdamW's small updates are not rounded away
+  as they are in bfloat16 weights);
 - the final model is written as a plain transformers directory (LoRA merged into the weights),
   with the tokenizer and the chat template it was trained with, so ``hf:OUTPUT/model``, the
   rollout engine and the RL trainer load it directly.
