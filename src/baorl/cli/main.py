@@ -39,16 +39,11 @@ def _add_gym_source(p: argparse.ArgumentParser) -> None:
 
 
 def _make_user(gym_name: str, args: argparse.Namespace) -> Any:
-    from baorl.gyms import gym_class
-    from baorl.users import make_user
+    from baorl.users import user_for
 
-    if not gym_class(gym_name).needs_user:
-        if args.simulator not in (None, "none"):
-            raise ValueError(f"gym {gym_name!r} needs no simulator; drop --simulator")
-        return None
-    spec = args.simulator or "offline"
-    opts = {"base_url": args.simulator_base_url} if spec.startswith("openai:") and args.simulator_base_url else {}
-    return make_user(gym_name, spec, **opts)
+    spec = args.simulator
+    opts = {"base_url": args.simulator_base_url} if (spec or "").startswith("openai:") and args.simulator_base_url else {}
+    return user_for(gym_name, spec, **opts)
 
 
 # ---- baorl gyms ---------------------------------------------------------------------------------

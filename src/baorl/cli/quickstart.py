@@ -9,8 +9,9 @@ Stages (each skipped when its output is already there, so an interrupted quickst
    test tasks, greedy (`baorl eval`);
 5. the comparison report with the Pareto frontier (`baorl compare`).
 
-The sizes are set so the whole job ends within 20 minutes on a 2-core CPU; at this scale the RL
-stage is a demonstration of the pipeline, not a result (the README reports the embedded-tier runs).
+The sizes aim at about 20 minutes on a 2-core CPU (one measured run: 21.6 min, with its
+evaluation stage sharing the CPU; see the README); at this scale the RL stage demonstrates the
+pipeline, it is not a result.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ console = Console()
 
 @dataclass
 class Sizes:
-    """How much work each stage does (the defaults fit 20 minutes on 2 cores)."""
+    """How much work each stage does (the defaults aim at about 20 minutes on 2 cores)."""
 
     sft_steps: int = 30
     rl_steps: int = 1

@@ -15,7 +15,7 @@ from typing import Any
 
 from baorl.gyms import gym_class, load_tasks
 from baorl.records import Episode, iter_episodes, write_episodes
-from baorl.users import make_user
+from baorl.users import user_for
 
 
 def finished_task_ids(path: Path) -> set[str]:
@@ -59,12 +59,7 @@ def run_rollout(
     todo = [t for t in tasks if t.id not in done]
     if on_total is not None:
         on_total(len(todo))
-    if cls.needs_user:
-        user = make_user(cls.name, simulator or "offline", **(simulator_options or {}))
-    elif simulator not in (None, "none"):
-        raise ValueError(f"gym {cls.name!r} needs no simulator; drop --simulator")
-    else:
-        user = None
+    user = user_for(cls.name, simulator, **(simulator_options or {}))
 
     def record(ep: Episode) -> None:
         write_episodes(out, [ep], append=True)

@@ -219,13 +219,9 @@ def teach(
     summary.todo, summary.skipped = len(todo), len(tasks) - len(todo)
     if on_total is not None:
         on_total(len(todo))
-    user = None
-    if cls.needs_user:
-        from baorl.users import make_user
+    from baorl.users import user_for
 
-        user = make_user(cls.name, simulator or "offline", **(simulator_options or {}))
-    elif simulator not in (None, "none"):
-        raise ValueError(f"gym {cls.name!r} needs no simulator; drop --simulator")
+    user = user_for(cls.name, simulator, **(simulator_options or {}))
 
     def log_failure(task_id: str, attempt: int, kind: str, error: str, ep: Episode | None) -> None:
         summary.failed_attempts += 1

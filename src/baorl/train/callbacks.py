@@ -117,7 +117,7 @@ class Validation(TrainerCallback):
     """
 
     def __init__(self, run_dir: Path, run_validation: Any, save_best: Any, *, every: int, at_start: bool,
-                 at_end: bool = True, console: Console | None = None) -> None:
+                 at_end: bool = True) -> None:
         self.dir = Path(run_dir) / "val"
         self.best_path = Path(run_dir) / "best"
         self.run_validation = run_validation
@@ -125,7 +125,6 @@ class Validation(TrainerCallback):
         self.every = every
         self.at_start = at_start
         self.at_end = at_end
-        self.console = console or Console(stderr=True)
         self.trainer: Any = None
         best_file = self.dir / "best.json"
         self.best = json.loads(best_file.read_text()) if best_file.exists() else None

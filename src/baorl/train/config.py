@@ -14,7 +14,7 @@ The presets in ``configs/`` set these; ``--set section.key=value`` overrides any
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,11 +25,22 @@ __all__ = ["TrainConfig", "ModelSection", "DataSection", "RolloutSection", "BAOS
 
 
 class LoraSection(StrictModel):
+    """Low-rank adapters instead of a full fine-tune (merged into the weights when saved); SFT and RL."""
+
     enabled: bool = Field(False, description="train LoRA adapters instead of all weights")
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | str = Field("all-linear", description="modules to adapt (peft's names)")
+    r: int = Field(16, ge=1, description="adapter rank")
+    alpha: int = Field(32, ge=1, description="scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = Field("all-linear", description="module names, or 'all-linear'")
+
+    def peft_config(self) -> Any:
+        """peft's `LoraConfig` for a causal LM, or None when LoRA is off."""
+        if not self.enabled:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM")
 
 
 class ModelSection(StrictModel):
@@ -38,7 +49,7 @@ class ModelSection(StrictModel):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights' dtype")
     chat_template: str = Field("auto", description="auto, native, chatml-tools or qwen3")
     template_kwargs: dict = Field(default_factory=dict, description="extra chat-template variables")
-    lora: LoraSection = Field(default_factory=LoraSection)
+    lora: LoraSection = Field(default_factory=lambda: LoraSection(dropout=0.0))
 
 
 class DataSection(StrictModel):

@@ -15,7 +15,7 @@ so the same function serves every engine (TRL here, verl in `baorl.train.verl`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -45,7 +45,6 @@ class ScoredEpisode:
     raw_score: float
     termination: str
     advantage: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def score_episode(traj: Trajectory, cfg: BAOSection, *, max_turns: int | None = None) -> ScoredEpisode:

@@ -89,21 +89,16 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
     user = make_user_for(cfg)
     device = "cuda" if torch.cuda.is_available() and cfg.train.use_cpu is not True else "cpu"
     model, tokenizer = load_model(cfg.model.path, dtype=cfg.model.dtype, device=device)
-    peft_config = None
-    if cfg.model.lora.enabled:
-        from peft import LoraConfig
-
-        lo = cfg.model.lora
-        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
-                                 target_modules=lo.target_modules, task_type="CAUSAL_LM")
     steps = total_steps(cfg, len(tasks))
     resume_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
     trainer_ref: dict[str, Any] = {}
 
     def run_validation(step: int) -> tuple[list[Any], dict[str, float]]:
         tr = trainer_ref["trainer"]
-        engine = RolloutEngine(tr.policy_model(), tokenizer, engine_config(cfg, greedy=True),
-                               name=f"hf:{cfg.model.path}@step{step}")
+        if "val_engine" not in trainer_ref:  # built once: construction scans the whole vocabulary
+            trainer_ref["val_engine"] = RolloutEngine(tr.policy_model(), tokenizer, engine_config(cfg, greedy=True))
+        engine = trainer_ref["val_engine"]
+        engine.name = f"hf:{cfg.model.path}@step{step}"
         trajs = engine.run([tr.gym_cls(t, user=user) for t in val_tasks])
         episodes = [t.episode for t in trajs]
         return episodes, validation_metrics(episodes)
@@ -113,10 +108,10 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
         save_policy(tr.accelerator.unwrap_model(tr.model), tokenizer, path)
 
     validation = Validation(run_dir, run_validation, save_best, every=cfg.train.val_every,
-                            at_start=cfg.train.val_at_start, at_end=cfg.train.val_at_end, console=console)
+                            at_start=cfg.train.val_at_start, at_end=cfg.train.val_at_end)
     callbacks = [MetricsFile(run_dir / "metrics.jsonl", resume_step=resume_step), validation, RichProgress(console)]
     trainer = BAOTrainer(cfg, model, tokenizer, tasks, run_dir, max_steps=steps, user=user, callbacks=callbacks,
-                         peft_config=peft_config)
+                         peft_config=cfg.model.lora.peft_config())
     trainer_ref["trainer"] = trainer
     validation.trainer = trainer
     console.print(f"[bold]{cfg.name}[/]: {cfg.data.gym} · {len(tasks)} training tasks, {len(val_tasks)} validation "

@@ -46,6 +46,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from baorl.config import ConfigError, StrictModel, save_config
+from baorl.train.config import LoraSection
 
 __all__ = [
     "ModelSection", "DataSection", "LoraSection", "TrainSection", "SFTRunConfig",
@@ -80,16 +81,6 @@ class DataSection(StrictModel):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
-
-
-class LoraSection(StrictModel):
-    """Low-rank adapters instead of a full fine-tune (merged into the weights when saved)."""
-
-    enabled: bool = False
-    r: int = Field(16, ge=1, description="adapter rank")
-    alpha: int = Field(32, ge=1, description="scaling numerator (scale = alpha / r)")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | str = Field("all-linear", description="module names, or 'all-linear'")
 
 
 class TrainSection(StrictModel):
@@ -277,12 +268,7 @@ def build_trainer(cfg: SFTRunConfig, *, metrics: Path | None = None) -> Any:
     eval_ds = build_dataset(cfg.data.eval) if cfg.data.eval else None
     model, tok = load_model(cfg.model.path, dtype=cfg.model.dtype)
     tok.chat_template = training_template(tok, cfg.model.chat_template)
-    peft_config = None
-    if cfg.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                 target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    peft_config = cfg.lora.peft_config()
     trainer = SFTTrainer(
         model=model, args=_sft_args(cfg, Path(cfg.output_dir), cuda=cuda, has_eval=eval_ds is not None),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,

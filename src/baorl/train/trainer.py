@@ -53,16 +53,10 @@ def bao_score(prompts: list, completions: list, bao_score: list[float], **_: Any
 
 def make_user_for(cfg: TrainConfig) -> Any:
     """The user simulator the gym needs (None for gyms without one)."""
-    from baorl.users import make_user
+    from baorl.users import user_for
 
-    cls = gym_class(cfg.data.gym)
-    if not cls.needs_user:
-        if cfg.data.simulator not in (None, "none"):
-            raise ValueError(f"data.simulator: gym {cls.name!r} needs no simulator")
-        return None
-    spec = cfg.data.simulator or "offline"
     opts = {"base_url": cfg.data.simulator_base_url} if cfg.data.simulator_base_url else {}
-    return make_user(cls.name, spec, **opts)
+    return user_for(cfg.data.gym, cfg.data.simulator, **opts)
 
 
 def engine_config(cfg: TrainConfig, *, greedy: bool = False) -> EngineConfig:
@@ -193,7 +187,7 @@ class BAOTrainer(GRPOTrainer):
                            + self.accelerator.process_index)
         seconds = time.perf_counter() - t0
         self._scored = [score_episode(tr, self.cfg.bao, max_turns=self.cfg.rollout.max_turns) for tr in trajs]
-        self._log_rollouts(trajs, self._scored, seconds, engine.stats)
+        self._log_rollouts(self._scored, seconds, engine.stats)
         write_episodes(self.run_dir / "rollouts.jsonl",
                        [tr.episode.model_copy(update={"step": step}) for tr in trajs], append=True)
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": [],
@@ -211,8 +205,7 @@ class BAOTrainer(GRPOTrainer):
                 out["env_mask"].append([0])
         return out
 
-    def _log_rollouts(self, trajs: Sequence[Any], scored: Sequence[ScoredEpisode], seconds: float,
-                      stats: dict[str, float]) -> None:
+    def _log_rollouts(self, scored: Sequence[ScoredEpisode], seconds: float, stats: dict[str, float]) -> None:
         n = max(len(scored), 1)
         m = self._metrics["train"]
         turns = sum(e.turns for e in scored)

@@ -16,7 +16,8 @@ from typing import Any
 
 from baorl.users.base import IntentionUser, SimulatorError, TelepathyUser, TurtleUser, User, YesNo
 
-__all__ = ["User", "TelepathyUser", "TurtleUser", "IntentionUser", "YesNo", "SimulatorError", "make_user"]
+__all__ = ["User", "TelepathyUser", "TurtleUser", "IntentionUser", "YesNo", "SimulatorError", "make_user",
+           "user_for"]
 
 # gym -> (offline user, LLM user), as "module:Class"
 _USERS: dict[str, tuple[str | None, str | None]] = {
@@ -56,3 +57,23 @@ def make_user(gym: str, spec: str | None, **options: Any) -> Any:
 
         return _load(llm)(LLMClient(model=s[len("openai:"):], **options))
     raise ValueError(f"unknown simulator {s!r}: use 'offline' or 'openai:MODEL' (e.g. openai:gpt-4o)")
+
+
+def user_for(gym: str, spec: str | None = None, **options: Any) -> Any:
+    """The user `gym` is played with: None for a gym without users, else `spec` (default ``offline``).
+
+    >>> user_for("function") is None
+    True
+    >>> user_for("function", "offline")
+    Traceback (most recent call last):
+    ...
+    ValueError: gym 'function' needs no simulator; drop the simulator option (got 'offline')
+    """
+    from baorl.gyms import spec as gym_spec
+
+    name = gym_spec(gym).name
+    if _USERS.get(name, (None, None)) == (None, None):
+        if spec not in (None, "none"):
+            raise ValueError(f"gym {name!r} needs no simulator; drop the simulator option (got {spec!r})")
+        return None
+    return make_user(name, spec or "offline", **options)
