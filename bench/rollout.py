@@ -67,7 +67,8 @@ def run_engine(batch: int, turns: int) -> dict:
         return out
 
     n = max(batch, 4)
-    cfg = EngineConfig(temperature=0.0, batch_size=batch, max_turns=turns, max_new_tokens_per_turn=len(forced) + 8)
+    cfg = EngineConfig(temperature=0.0, batch_size=batch, max_turns=turns, max_new_tokens_per_turn=len(forced) + 8,
+                       max_kv_gib=None)
     engine = RolloutEngine(model, tok, cfg, name="hf:embedded", logits_processor=force)
     gyms = [cls(tasks[i % len(tasks)]) for i in range(n)]
     t0 = time.perf_counter()

@@ -52,6 +52,7 @@ def record_rollouts(model, tok, tasks, args) -> tuple[list, float]:
         return out
 
     cfg = EngineConfig(temperature=1.0, batch_size=64, max_turns=args.turns, max_new_tokens_per_turn=len(forced) + 8,
+                       max_kv_gib=None,
                        chat_template="chatml-tools")
     engine = RolloutEngine(model, tok, cfg, logits_processor=force)
     cls = gym_class("function")

@@ -340,6 +340,27 @@ def test_sampling_is_reproducible(tok, llama):
     assert engine.run([probe("z")])[0].response_ids != first  # a second call draws new samples
 
 
+def test_memory_cap_limits_live_episodes_without_changing_them(tok, llama):
+    """`max_kv_gib` admits episodes only while their full budgets fit; results do not change."""
+    scripts = [[call("action", str(i)), call("answer", "42")] for i in range(5)]
+    out = {}
+    for cap in (None, 1e-9):
+        gyms = [probe(f"m{i}") for i in range(5)]
+        engine, _, trajs = run(llama, tok, gyms, scripts, batch_size=5, max_kv_gib=cap, max_response_tokens=300)
+        out[cap] = (engine.stats["max_live"], trajs)
+    assert out[None][0] == 5 and out[1e-9][0] == 1  # a cap below one episode still runs one at a time
+    for a, b in zip(out[None][1], out[1e-9][1], strict=True):
+        assert a.response_ids == b.response_ids and a.episode == b.episode
+    # the cap is counted on full budgets: room for exactly two episodes -> at most two live
+    engine = RolloutEngine(llama, tok, EngineConfig(max_kv_gib=None))
+    prompt = len(engine.renderer.encode(engine.renderer.prompt_text(probe("x").system_prompt(), "Task m0: find the number.")))
+    two = 2 * 2 * (prompt + 300) * engine.kv_bytes_per_token / 2**30
+    gyms = [probe(f"m{i}") for i in range(5)]
+    engine, _, _ = run(llama, tok, gyms, scripts, batch_size=5, max_kv_gib=two * 1.01, max_response_tokens=300)
+    assert engine.stats["max_live"] == 2
+    assert RolloutEngine(llama, tok, EngineConfig()).kv_cap_bytes > 2**28  # auto: a share of this machine's RAM
+
+
 def test_trajectory_record_roundtrip(tok, llama):
     _, _, (traj,) = run(llama, tok, [probe("r")], [[call("action", "1"), call("answer", "42")]])
     rec = json.loads(json.dumps(traj.to_record()))

@@ -50,18 +50,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from baorl.gyms.base import Gym
-from baorl.gyms.parser import ParsedAction, parse_action
-from baorl.records import Episode, Turn
+from baorl.gyms.parser import ParsedAction
 from baorl.rollout import attention
 from baorl.rollout.attention import PrefixKV
-from baorl.rollout.kvcache import KVBatch, check_supported
+from baorl.rollout.episode import Limits, StopRule, TokenEpisode, step_gym
+from baorl.rollout.kvcache import KVBatch, check_supported, kv_bytes_per_token
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.sampling import sample_next
 from baorl.rollout.trajectory import Trajectory
@@ -99,6 +99,11 @@ class EngineConfig(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1.0: off)")
     top_k: int = Field(0, ge=0, description="sample among the k most likely tokens only (0: off)")
     batch_size: int = Field(32, ge=1, description="most episodes decoded together; others queue")
+    max_kv_gib: float | Literal["auto"] | None = Field(
+        "auto", description="memory cap: an episode joins the decoding batch only if every live episode could "
+        "reach its full budget (prompt + max_response_tokens) within this many GiB of KV cache, counted twice "
+        "for regrouping copies; at least one always runs. auto: half the free GPU memory, or 40% of the "
+        "machine's RAM on CPU; None: no cap")
     chat_template: str = Field("auto", description="auto, native, chatml-tools, qwen3, or Jinja source")
     template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra template variables")
     reward_in_obs: bool | None = Field(None, description="suffix observations with the step reward; None keeps the gym's")
@@ -112,34 +117,31 @@ class EngineConfig(BaseModel):
                                          "as simulator_error (None: no limit)")
 
 
-@dataclass
-class _Row:
-    """One episode in flight."""
+def _kv_cap_bytes(cap: float | str | None, device: torch.device) -> int | None:
+    """``max_kv_gib`` in bytes; ``auto`` from the device's memory."""
+    if cap is None:
+        return None
+    if cap != "auto":
+        return int(float(cap) * 2**30)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * 0.5)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.4)
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no cap
+        return None
 
-    index: int
-    gym: Gym
-    seed: int
-    rng: torch.Generator
-    prompt_len: int
-    ids: list[int]                     # prompt + response so far; ids[n_cached:] are not in the cache yet
-    mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    spans: list[tuple[int, int]] = field(default_factory=list)
-    turns: list[Turn] = field(default_factory=list)
-    n_cached: int = 0
-    turn_start: int = 0
+
+@dataclass
+class _Row(TokenEpisode):
+    """One episode in flight: its `TokenEpisode` plus where it sits in the engine."""
+
+    index: int = 0
+    rng: torch.Generator | None = None
+    n_cached: int = 0                  # ids[n_cached:] are not in the cache yet
     state: str = "new"                 # new, decode, stepping, ready, done
     batch: KVBatch | None = None
     slot: int = -1
     task: asyncio.Future | None = None
-    parsed: ParsedAction | None = None
-    ended_turn: bool = False           # the policy emitted the end-of-turn token itself
-    meta: dict[str, Any] = field(default_factory=dict)  # the current turn's token counts
-    result: Trajectory | None = None
-
-    @property
-    def response_len(self) -> int:
-        return len(self.ids) - self.prompt_len
 
 
 class RolloutEngine:
@@ -162,16 +164,14 @@ class RolloutEngine:
         self.name = name
         self.logits_processor = logits_processor
         self.num_layers = check_supported(model)
+        self.kv_bytes_per_token = kv_bytes_per_token(model)
         self.renderer = ChatRenderer(tokenizer, self.config.chat_template, template_kwargs=self.config.template_kwargs)
         self.device = next(model.parameters()).device
+        self.kv_cap_bytes = _kv_cap_bytes(self.config.max_kv_gib, self.device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.stop_ids = self._stop_ids()
-        vocab = len(tokenizer)
-        texts = tokenizer.batch_decode([[i] for i in range(vocab)], skip_special_tokens=False,
-                                       clean_up_tokenization_spaces=False)
-        tails = {s[-1] for s in self.config.stop_strings if s}
-        #: token ids whose text could complete a stop string (only these trigger the tail check)
-        self._may_stop = {i for i, t in enumerate(texts) if any(ch in t for ch in tails)}
+        self.stop_rule = StopRule(self.renderer, self._stop_ids(), self.config.stop_strings)
+        cfg = self.config
+        self.limits = Limits(cfg.max_prompt_tokens, cfg.max_response_tokens, cfg.max_new_tokens_per_turn)
         self._keep_one = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.shared_prefix = self.config.shared_prefix and attention.supports_prefix(model)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baorl-forward")
@@ -188,17 +188,16 @@ class RolloutEngine:
         decode_steps: batched decoding steps; decode_s / feed_s / sample_s / gather_s: seconds in
         decoding forward passes, prompt and observation forward passes, sampling (with the logits
         processor) and cache regrouping; parked: times stopped rows left the decoding batch;
-        prefix_max: the longest prompt prefix shared in the cache; wall_s: the run's duration."""
+        prefix_max: the longest prompt prefix shared in the cache; max_live: most episodes in play at
+        once (``batch_size`` and ``max_kv_gib`` bound it); wall_s: the run's duration."""
         return dict.fromkeys(("generated", "prefilled", "fed", "decode_steps", "decode_s", "feed_s", "sample_s",
-                              "gather_s", "parked", "prefix_max", "wall_s"), 0)
+                              "gather_s", "parked", "prefix_max", "max_live", "wall_s"), 0)
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
         for src in (getattr(self.model, "generation_config", None), self.tokenizer):
             eos = getattr(src, "eos_token_id", None)
             ids.update([eos] if isinstance(eos, int) else (eos or []))
-        if self.renderer.eot_id is not None:
-            ids.add(self.renderer.eot_id)
         return ids
 
     # ---- public API -------------------------------------------------------------------------------
@@ -260,81 +259,41 @@ class RolloutEngine:
             gym.max_turns = self.config.max_turns
         if self.config.reward_in_obs is not None:
             gym.reward_in_obs = self.config.reward_in_obs
-        task_prompt, info = gym.reset(seed=seed)
-        ids = self.renderer.encode(self.renderer.prompt_text(info["system_prompt"], task_prompt))
         rng = torch.Generator().manual_seed((base * 1_000_003 + i) % (1 << 62))
-        row = _Row(index=i, gym=gym, seed=seed, rng=rng, prompt_len=len(ids), ids=ids)
-        if len(ids) > self.config.max_prompt_tokens:
-            msg = f"prompt has {len(ids)} tokens > max_prompt_tokens={self.config.max_prompt_tokens}"
+        row = _Row.start(gym, self.renderer, self.limits, seed=seed, index=i, rng=rng)
+        if "prompt_too_long" in row.meta:
+            msg = row.meta.pop("prompt_too_long")
             log.warning("episode %d (task %s): %s", i, gym.task.id, msg)
             self._finish(row, "token_budget", error=msg)
         return row
 
-    def _finish(self, row: _Row, termination: str, *, success: bool = False, **extra: Any) -> None:
-        gym = row.gym
-        episode = Episode.from_turns(
-            turns=row.turns, gym=gym.name, task_id=gym.task.id, policy=self.name, seed=row.seed,
-            success=success, termination=termination, simulator=gym.simulator_label,
-            simulator_detail=getattr(gym.user, "detail", "") if gym.user is not None else "", **extra,
-        )
-        p = row.prompt_len
-        row.result = Trajectory(episode, row.ids[:p], row.ids[p:], row.mask, row.logprobs, row.spans)
+    def _finish(self, row: _Row, termination: str, **extra: Any) -> None:
+        row.finish(termination, policy=self.name, **extra)
+        self._done(row)
+
+    def _done(self, row: _Row) -> None:
         row.state, row.batch, row.task = "done", None, None
         if self._done_cb is not None:
             self._done_cb(row.result)
 
     def _end_turn(self, row: _Row, reason: str) -> None:
         """A row stopped generating: parse its turn and start the gym step (or end the episode)."""
-        row.spans.append((row.turn_start - row.prompt_len, len(row.ids) - row.prompt_len))
-        ids = row.ids[row.turn_start:]
-        row.ended_turn = bool(ids) and ids[-1] == self.renderer.eot_id
-        if ids and ids[-1] in self.stop_ids:
-            ids = ids[:-1]  # the end token is not part of the message's text
-        parsed = parse_action(self.renderer.decode(ids))
-        n_tokens = len(row.ids) - row.turn_start
-        meta = {"prompt_tokens": row.turn_start, "completion_tokens": n_tokens, "stop_reason": reason}
-        if reason == "budget":
-            row.turns.append(Turn(choice=None, think=parsed.think, feedback="token budget exhausted", **meta))
-            self._finish(row, "token_budget")
-        elif parsed.choice is None:
-            row.turns.append(Turn(choice=None, think=parsed.think, feedback=parsed.error or "", **meta))
-            self._finish(row, "no_tool_call")
+        parsed = row.end_turn(reason, self.stop_rule, policy=self.name)
+        if parsed is None:
+            self._done(row)
         else:
-            row.parsed = parsed
-            row.meta = meta
             row.state = "stepping"
             row.task = asyncio.ensure_future(self._step(row.gym, parsed))
 
     async def _step(self, gym: Gym, parsed: ParsedAction) -> tuple:
-        if self.config.step_timeout_s is None:
-            return await gym.astep(parsed)
-        try:
-            return await asyncio.wait_for(gym.astep(parsed), self.config.step_timeout_s)
-        except asyncio.TimeoutError:
-            fb = f"The environment did not answer within {self.config.step_timeout_s:g} s (simulator error)."
-            return fb, 0.0, False, True, {"choice": parsed.choice, "content": parsed.content, "valid": True,
-                                          "user_involved": False, "feedback": fb, "termination": "simulator_error"}
+        return await step_gym(gym, parsed, self.config.step_timeout_s)
 
     def _after_step(self, row: _Row) -> None:
         """Record a finished gym step; end the episode or append the observation segment."""
-        obs, reward, terminated, truncated, info = row.task.result()
-        row.turns.append(Turn(
-            choice=info["choice"] if info.get("valid") else None, content=info.get("content", ""),
-            reward=float(reward), feedback=info.get("feedback", obs), user_involved=bool(info.get("user_involved")),
-            think=row.parsed.think, **row.meta,
-        ))
-        if terminated or truncated:
-            termination = info.get("termination", "turn_limit")
-            self._finish(row, termination, success=termination == "solved")
-            return
-        seg = self.renderer.encode(self.renderer.observation_text(obs, policy_ended_turn=row.ended_turn))
-        if len(seg) >= self.config.max_response_tokens - row.response_len:
-            self._finish(row, "token_budget")  # no room for the observation and one more token
-            return
-        row.ids += seg
-        row.mask += [0] * len(seg)
-        row.logprobs += [0.0] * len(seg)
-        row.state = "ready"
+        if row.after_step(row.task.result(), self.renderer, self.limits, policy=self.name):
+            row.state = "ready"
+        else:
+            self._done(row)
 
     # ---- the loop ---------------------------------------------------------------------------------
     async def _loop(self, queue: deque[_Row]) -> None:
@@ -348,16 +307,24 @@ class RolloutEngine:
                     self._after_step(row)
             live = [r for r in live if r.state != "done"]
             new = []
-            while queue and len(live) < self.config.batch_size:
+            while queue and len(live) < self.config.batch_size and (not live or self._fits([*live, queue[0]])):
                 new.append(queue.popleft())
                 live.append(new[-1])
             if not live:
                 return
+            self.stats["max_live"] = max(self.stats["max_live"], len(live))
             if new:
                 await self._prefill(new)
             batch = await self._regather(live, self._room(live, pending=True))
             await self._extend(batch, live)
             await self._decode(batch, live)
+
+    def _fits(self, rows: list[_Row]) -> bool:
+        """Whether `rows` at their full budgets fit `max_kv_gib` (twice: a regroup copies the cache)."""
+        if self.kv_cap_bytes is None:
+            return True
+        tokens = sum(r.prompt_len + self.config.max_response_tokens for r in rows)
+        return 2 * tokens * self.kv_bytes_per_token <= self.kv_cap_bytes
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, _no_stop_iteration, fn, *args)
@@ -504,10 +471,8 @@ class RolloutEngine:
             for i, tok, lp in zip(active, tokens, logprobs, strict=True):
                 row = slots[i]
                 row.n_cached = len(row.ids)
-                row.ids.append(tok)
-                row.mask.append(1)
-                row.logprobs.append(lp)
-                reason = self._stop_reason(row, tok)
+                row.add(tok, lp)
+                reason = row.stop_reason(self.stop_rule, self.limits)
                 if reason is not None:
                     self._end_turn(row, reason)
             await asyncio.sleep(0)  # let finished gym steps run their callbacks
@@ -525,16 +490,3 @@ class RolloutEngine:
         out = tokens.tolist(), logprobs.tolist()
         self.stats["sample_s"] += time.perf_counter() - t0
         return out
-
-    def _stop_reason(self, row: _Row, tok: int) -> str | None:
-        if tok in self.stop_ids:
-            return "stop"
-        if tok in self._may_stop:
-            tail = self.renderer.decode(row.ids[max(row.turn_start, len(row.ids) - 24):])
-            if any(s in tail for s in self.config.stop_strings):
-                return "tool_call"
-        if row.response_len >= self.config.max_response_tokens:
-            return "budget"
-        if len(row.ids) - row.turn_start >= self.config.max_new_tokens_per_turn:
-            return "length"
-        return None

@@ -97,6 +97,16 @@ def check_supported(model: Any) -> int:
     return int(config.num_hidden_layers)
 
 
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of keys and values one token takes in the cache, over all layers."""
+    config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    heads = int(config.num_attention_heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    itemsize = next(model.parameters()).element_size()
+    return int(config.num_hidden_layers) * 2 * kv_heads * head_dim * itemsize
+
+
 class KVBatch:
     """Rows sharing one aligned KV cache: an optional shared prefix, then `mask[:, :length]` per row.
 

@@ -1,0 +1,199 @@
+"""One episode's token bookkeeping, shared by every generation backend.
+
+`TokenEpisode` is what the rollout engine (`baorl.rollout.engine`, local transformers), the
+generic driver (`baorl.rollout.driver`, vLLM or any token-in/token-out server) and verl's agent
+loop (`baorl.train.verl`) do between generations, so the three record the same thing:
+
+1. `TokenEpisode.start` resets the gym and tokenises the rendered prompt;
+2. the backend appends each sampled token with `add` (mask 1, its log-probability) and asks
+   `stop_reason` after each one; when a turn stops, `end_turn` parses it and returns the action
+   for the gym (or ends the episode: no tool call, budget spent);
+3. `after_step` records the gym's answer and appends the observation segment (mask 0), or ends
+   the episode.
+
+The policy's tokens are kept exactly as sampled; only prompts and observations are tokenised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from baorl.gyms.base import Gym
+from baorl.gyms.parser import ParsedAction, parse_action
+from baorl.records import Episode, Turn
+from baorl.rollout.render import ChatRenderer
+from baorl.rollout.trajectory import Trajectory
+
+__all__ = ["Limits", "StopRule", "TokenEpisode", "step_gym"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-episode limits (`EngineConfig` carries the same fields)."""
+
+    max_prompt_tokens: int = 1152
+    max_response_tokens: int = 7000
+    max_new_tokens_per_turn: int = 512
+
+
+class StopRule:
+    """When a generation stops: an end token, a stop string in the turn's tail, or a length limit.
+
+    Args:
+        renderer: the conversation's `ChatRenderer` (its end-of-turn token is a stop token).
+        stop_ids: end-of-sequence ids (the model's and the tokenizer's).
+        stop_strings: a turn ends once its text contains one of these (``</tool_call>``).
+    """
+
+    def __init__(self, renderer: ChatRenderer, stop_ids: set[int], stop_strings: list[str]) -> None:
+        self.renderer = renderer
+        self.stop_ids = set(stop_ids)
+        if renderer.eot_id is not None:
+            self.stop_ids.add(renderer.eot_id)
+        self.stop_strings = list(stop_strings)
+        tok = renderer.tokenizer
+        texts = tok.batch_decode([[i] for i in range(len(tok))], skip_special_tokens=False,
+                                 clean_up_tokenization_spaces=False)
+        tails = {s[-1] for s in self.stop_strings if s}
+        #: token ids whose text could complete a stop string (only these trigger the tail check)
+        self.may_stop = {i for i, t in enumerate(texts) if any(ch in t for ch in tails)}
+
+
+@dataclass
+class TokenEpisode:
+    """The tokens, masks and turns of one episode in play (see the module docstring)."""
+
+    gym: Gym
+    seed: int
+    prompt_len: int
+    ids: list[int]                     # prompt + response so far
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    turn_start: int = 0
+    parsed: ParsedAction | None = None
+    ended_turn: bool = False           # the policy emitted the end-of-turn token itself
+    meta: dict[str, Any] = field(default_factory=dict)  # the current turn's token counts
+    result: Trajectory | None = None
+
+    @classmethod
+    def start(cls, gym: Gym, renderer: ChatRenderer, limits: Limits, *, seed: int, **kw: Any) -> TokenEpisode:
+        """Reset `gym` and tokenise its prompt; a prompt over ``max_prompt_tokens`` leaves the
+        episode unstarted (``prompt_too_long`` is the message; call `finish` with ``token_budget``)."""
+        task_prompt, info = gym.reset(seed=seed)
+        ids = renderer.encode(renderer.prompt_text(info["system_prompt"], task_prompt))
+        ep = cls(gym=gym, seed=seed, prompt_len=len(ids), ids=ids, turn_start=len(ids), **kw)
+        if len(ids) > limits.max_prompt_tokens:
+            ep.meta["prompt_too_long"] = f"prompt has {len(ids)} tokens > max_prompt_tokens={limits.max_prompt_tokens}"
+        return ep
+
+    @property
+    def response_len(self) -> int:
+        return len(self.ids) - self.prompt_len
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def room(self, limits: Limits) -> int:
+        """Tokens the current turn may still generate (per-turn cap and episode budget)."""
+        return min(limits.max_new_tokens_per_turn - (len(self.ids) - self.turn_start),
+                   limits.max_response_tokens - self.response_len)
+
+    # ---- generation ---------------------------------------------------------------------------------
+    def add(self, token: int, logprob: float) -> None:
+        """Append one sampled token (loss mask 1)."""
+        self.ids.append(token)
+        self.mask.append(1)
+        self.logprobs.append(float(logprob))
+
+    def stop_reason(self, rule: StopRule, limits: Limits) -> str | None:
+        """Why the turn stops after its last token, or None: ``stop`` (an end token), ``tool_call``
+        (a stop string), ``budget`` (the episode's response budget) or ``length`` (the turn cap)."""
+        tok = self.ids[-1]
+        if tok in rule.stop_ids:
+            return "stop"
+        if tok in rule.may_stop:
+            tail = rule.renderer.decode(self.ids[max(self.turn_start, len(self.ids) - 24):])
+            if any(s in tail for s in rule.stop_strings):
+                return "tool_call"
+        if self.response_len >= limits.max_response_tokens:
+            return "budget"
+        if len(self.ids) - self.turn_start >= limits.max_new_tokens_per_turn:
+            return "length"
+        return None
+
+    def end_turn(self, reason: str, rule: StopRule, *, policy: str) -> ParsedAction | None:
+        """Close the current turn: record its span, parse it; returns the action for the gym, or
+        None when the episode ended (``token_budget`` or ``no_tool_call``)."""
+        self.spans.append((self.turn_start - self.prompt_len, len(self.ids) - self.prompt_len))
+        ids = self.ids[self.turn_start:]
+        self.ended_turn = bool(ids) and ids[-1] == rule.renderer.eot_id
+        if ids and ids[-1] in rule.stop_ids:
+            ids = ids[:-1]  # the end token is not part of the message's text
+        parsed = parse_action(rule.renderer.decode(ids))
+        meta = {"prompt_tokens": self.turn_start, "completion_tokens": len(self.ids) - self.turn_start,
+                "stop_reason": reason}
+        if reason == "budget":
+            self.turns.append(Turn(choice=None, think=parsed.think, feedback="token budget exhausted", **meta))
+            self.finish("token_budget", policy=policy)
+            return None
+        if parsed.choice is None:
+            self.turns.append(Turn(choice=None, think=parsed.think, feedback=parsed.error or "", **meta))
+            self.finish("no_tool_call", policy=policy)
+            return None
+        self.parsed, self.meta = parsed, meta
+        return parsed
+
+    def after_step(self, step: tuple, renderer: ChatRenderer, limits: Limits, *, policy: str) -> bool:
+        """Record the gym's answer `step` = ``(obs, reward, terminated, truncated, info)``; append
+        the observation segment and return True when the episode goes on."""
+        obs, reward, terminated, truncated, info = step
+        self.turns.append(Turn(
+            choice=info["choice"] if info.get("valid") else None, content=info.get("content", ""),
+            reward=float(reward), feedback=info.get("feedback", obs), user_involved=bool(info.get("user_involved")),
+            think=self.parsed.think if self.parsed is not None else "", **self.meta,
+        ))
+        if terminated or truncated:
+            termination = info.get("termination", "turn_limit")
+            self.finish(termination, policy=policy, success=termination == "solved")
+            return False
+        seg = renderer.encode(renderer.observation_text(obs, policy_ended_turn=self.ended_turn))
+        if len(seg) >= limits.max_response_tokens - self.response_len:
+            self.finish("token_budget", policy=policy)  # no room for the observation and one more token
+            return False
+        self.ids += seg
+        self.mask += [0] * len(seg)
+        self.logprobs += [0.0] * len(seg)
+        self.turn_start = len(self.ids)
+        return True
+
+    def finish(self, termination: str, *, policy: str, success: bool = False, **extra: Any) -> Trajectory:
+        """End the episode and build its `Trajectory` (record + tokens)."""
+        gym = self.gym
+        episode = Episode.from_turns(
+            turns=self.turns, gym=gym.name, task_id=gym.task.id, policy=policy, seed=self.seed,
+            success=success, termination=termination, simulator=gym.simulator_label,
+            simulator_detail=getattr(gym.user, "detail", "") if gym.user is not None else "", **extra,
+        )
+        p = self.prompt_len
+        self.result = Trajectory(episode, self.ids[:p], self.ids[p:], self.mask, self.logprobs, self.spans)
+        return self.result
+
+
+async def step_gym(gym: Gym, parsed: ParsedAction, timeout_s: float | None = None) -> tuple:
+    """``gym.astep(parsed)``; a step slower than `timeout_s` ends the episode as ``simulator_error``."""
+    if timeout_s is None:
+        return await gym.astep(parsed)
+    try:
+        return await asyncio.wait_for(gym.astep(parsed), timeout_s)
+    except asyncio.TimeoutError:
+        fb = f"The environment did not answer within {timeout_s:g} s (simulator error)."
+        return fb, 0.0, False, True, {"choice": parsed.choice, "content": parsed.content, "valid": True,
+                                      "user_involved": False, "feedback": fb, "termination": "simulator_error"}
