@@ -72,8 +72,12 @@ class RolloutSection(StrictModel):
     temperature: float = Field(1.0, gt=0.0, description="rollout sampling temperature (validation is greedy)")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     batch_size: int = Field(64, ge=1, description="episodes decoded together")
+    max_kv_gib: float | Literal["auto"] | None = Field("auto", description="KV-cache memory cap of the engine "
+                                                       "(see EngineConfig.max_kv_gib)")
     reward_in_obs: bool | None = None
-    backend: Literal["hf", "vllm"] = Field("hf", description="hf: baorl's batched engine; vllm: GPU (gpu extra)")
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf: baorl's batched engine; vllm: TRL's "
+                                           "colocated vLLM on each GPU (gpu extra)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, lt=1.0, description="vLLM's share of GPU memory")
 
 
 class BAOSection(StrictModel):

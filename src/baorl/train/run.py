@@ -76,8 +76,12 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
 
     if cfg.engine != "trl":
         raise ValueError(f"engine {cfg.engine!r}: use `baorl train --engine verl` (see the README, scale-out)")
-    if cfg.rollout.backend != "hf":
-        raise ValueError("rollout.backend: vllm is not available in this build yet; use 'hf'")
+    if cfg.rollout.backend == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
+            raise ValueError("rollout.backend: vllm needs a GPU and the gpu extra (pip install 'baorl[gpu]'); "
+                             "use 'hf' on CPU")
     run_dir = Path(cfg.output_dir)
     checkpoint = get_last_checkpoint(str(run_dir)) if resume and run_dir.is_dir() else None
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):

@@ -22,7 +22,6 @@ callbacks (`baorl.train.callbacks`).
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -33,11 +32,12 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from baorl.bao import ppo_loss
-from baorl.gyms import Task, gym_class, load_tasks
+from baorl.gyms import Task, gym_class
 from baorl.records import write_episodes
 from baorl.rollout.engine import EngineConfig, RolloutEngine
 from baorl.train.config import TrainConfig
 from baorl.train.episodes import ScoredEpisode, advantage_rows, batch_advantages, score_episode
+from baorl.train.tasks import make_user_for, total_steps, training_tasks, validation_tasks  # noqa: F401
 
 __all__ = ["BAOTrainer", "NonFiniteLossError", "grpo_args", "make_user_for", "engine_config"]
 
@@ -51,21 +51,13 @@ def bao_score(prompts: list, completions: list, bao_score: list[float], **_: Any
     return [float(s) for s in bao_score]
 
 
-def make_user_for(cfg: TrainConfig) -> Any:
-    """The user simulator the gym needs (None for gyms without one)."""
-    from baorl.users import user_for
-
-    opts = {"base_url": cfg.data.simulator_base_url} if cfg.data.simulator_base_url else {}
-    return user_for(cfg.data.gym, cfg.data.simulator, **opts)
-
-
 def engine_config(cfg: TrainConfig, *, greedy: bool = False) -> EngineConfig:
     """The rollout engine's settings for training (sampled) or validation (greedy) episodes."""
     r = cfg.rollout
     return EngineConfig(
         max_turns=r.max_turns, max_prompt_tokens=r.max_prompt_tokens, max_response_tokens=r.max_response_tokens,
         max_new_tokens_per_turn=r.max_new_tokens_per_turn, temperature=0.0 if greedy else r.temperature,
-        top_p=1.0 if greedy else r.top_p, batch_size=r.batch_size, chat_template=cfg.model.chat_template,
+        top_p=1.0 if greedy else r.top_p, batch_size=r.batch_size, max_kv_gib=r.max_kv_gib, chat_template=cfg.model.chat_template,
         template_kwargs=cfg.model.template_kwargs, reward_in_obs=r.reward_in_obs, seed=cfg.train.seed,
     )
 
@@ -123,7 +115,19 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, *, max_steps: int) -> GRPOConfig:
         shuffle_dataset=True,
         remove_unused_columns=False,
         log_completions=t.log_completions,
+        **vllm_args(cfg),
     )
+
+
+def vllm_args(cfg: TrainConfig) -> dict[str, Any]:
+    """TRL's vLLM settings for ``rollout.backend: vllm``: a colocated engine per process, sized for
+    one whole episode (prompt + response budget), handing back processed log-probabilities."""
+    if cfg.rollout.backend != "vllm":
+        return {}
+    r = cfg.rollout
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_tensor_parallel_size": 1,
+            "vllm_gpu_memory_utilization": r.vllm_gpu_memory_utilization,
+            "vllm_max_model_length": r.max_prompt_tokens + r.max_response_tokens}
 
 
 class BAOTrainer(GRPOTrainer):
@@ -166,10 +170,18 @@ class BAOTrainer(GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def engine(self) -> RolloutEngine:
+    def engine(self) -> Any:
+        """The rollout backend: baorl's engine on the live policy, or TRL's colocated vLLM (kept in
+        sync with the policy by TRL before each rollout)."""
         if self._engine is None:
-            self._engine = RolloutEngine(self.policy_model(), self.processing_class, engine_config(self.cfg),
-                                         name=f"hf:{self.cfg.model.path}")
+            if self.cfg.rollout.backend == "vllm":
+                from baorl.rollout.vllm import VLLMRollout
+
+                self._engine = VLLMRollout.from_trl(self, self.processing_class, engine_config(self.cfg),
+                                                    name=f"vllm:{self.cfg.model.path}")
+            else:
+                self._engine = RolloutEngine(self.policy_model(), self.processing_class, engine_config(self.cfg),
+                                             name=f"hf:{self.cfg.model.path}")
         return self._engine
 
     def make_gyms(self, task_ids: Sequence[str]) -> list[Any]:
@@ -273,26 +285,3 @@ class BAOTrainer(GRPOTrainer):
         for key in ("clip_frac", "dual_clip_frac", "approx_kl", "ratio_mean"):
             m[f"loss/{key}"].append(float(stats[key]))
         return loss
-
-
-def training_tasks(cfg: TrainConfig) -> list[Task]:
-    tasks = load_tasks(cfg.data.gym, cfg.data.path, cfg.data.train_split)[: cfg.data.max_train_tasks]
-    if not tasks:
-        raise ValueError(f"data: no training tasks in {cfg.data.path or cfg.data.train_split + ' split'}")
-    return tasks
-
-
-def validation_tasks(cfg: TrainConfig) -> list[Task]:
-    path = cfg.data.val_path or cfg.data.path
-    tasks = load_tasks(cfg.data.gym, path, cfg.data.val_split)[: cfg.data.max_val_tasks]
-    if not tasks:
-        raise ValueError(f"data: no validation tasks in {path or cfg.data.val_split + ' split'}")
-    return tasks
-
-
-def total_steps(cfg: TrainConfig, n_tasks: int) -> int:
-    """Optimiser steps of the run: ``max_steps``, or ``epochs`` passes over the tasks."""
-    if cfg.train.max_steps is not None:
-        return cfg.train.max_steps
-    batches = math.ceil(cfg.train.epochs * n_tasks / cfg.train.tasks_per_step)
-    return max(1, batches) * cfg.updates_per_rollout
