@@ -119,11 +119,11 @@ def test_bao_policy_loss_equals_verls_vanilla_loss(tmp_path: Path) -> None:
 
 
 class FakeServer:
-    """verl's LLM server client: answers every turn with a wrong answer (so the episode runs to its
-    turn limit with answer-after-answer penalties), one extra token past the tool call."""
+    """verl's LLM server client: answers 0 every turn (wrong for the task played, so the episode runs
+    to its turn limit with answer-after-answer penalties), with one extra token past the tool call."""
 
     def __init__(self, tok) -> None:
-        self.ids = tok(tool_call_text("answer", "x = 0", "guessing") + "<|im_end|>",
+        self.ids = tok(tool_call_text("answer", "0", "guessing") + "<|im_end|>",
                        add_special_tokens=False)["input_ids"]
         self.contexts: list[list[int]] = []
 
@@ -155,7 +155,8 @@ def test_agent_loop_plays_a_baorl_episode(tmp_path: Path) -> None:
     mask = d["response_mask"]
     spans = mask_spans(mask)
     assert len(spans) == 3 and len(server.contexts) == 3  # the turn limit
-    assert d["responses"][spans[0][0]:spans[0][1]].tolist() == server.ids  # tokens kept as generated
+    # tokens kept as generated, up to the end of the tool call (the extra end token is dropped)
+    assert d["responses"][spans[0][0]:spans[0][1]].tolist() == server.ids[:-1]
     assert server.contexts[1][: len(d["prompts"])] == d["prompts"].tolist()  # contexts grow, never re-tokenised
     renderer = ChatRenderer(tok, "chatml-tools")
     assert renderer.decode(d["prompts"].tolist()).startswith("<|im_start|>system")

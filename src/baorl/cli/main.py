@@ -169,8 +169,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from baorl.cli.quickstart import Sizes, run_quickstart
 
-    return run_quickstart(out=Path(args.out), n=args.n,
-                          sizes=Sizes(sft_steps=args.sft_steps, rl_steps=args.rl_steps))
+    given = {k: v for k, v in (("sft_steps", args.sft_steps), ("rl_steps", args.rl_steps)) if v is not None}
+    return run_quickstart(out=Path(args.out), n=args.n, sizes=Sizes(**given))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,12 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="the whole BAO pipeline at small scale on the embedded default",
                        description="Teacher data, SFT warm start, BAO RL and the UserRL baseline from the same "
                                    "start, evaluation of base/SFT/baseline/BAO on held-out Function tasks, and the "
-                                   "comparison report, on the embedded SmolLM2-135M and a CPU (about 20 minutes on "
+                                   "comparison report, on the embedded SmolLM2-135M and a CPU (about 16 minutes on "
                                    "2 cores). Rerunning skips the stages already done.")
     p.add_argument("--out", default="runs/quickstart", help="output directory")
     p.add_argument("--n", type=int, default=None, help="evaluation tasks (default 8)")
-    p.add_argument("--sft-steps", type=int, default=30, help="SFT optimiser steps (one conversation each)")
-    p.add_argument("--rl-steps", type=int, default=1, help="RL optimiser steps per run")
+    p.add_argument("--sft-steps", type=int, default=None, help="SFT optimiser steps, one conversation each (default 30)")
+    p.add_argument("--rl-steps", type=int, default=None, help="RL optimiser steps per run (default 1)")
     p.set_defaults(func=cmd_quickstart)
     return ap
 
