@@ -50,24 +50,29 @@ class BaorlAgentLoopOutput(AgentLoopOutput):
         return out
 
 
-_SETUPS: dict[tuple[str, int], tuple[TrainConfig, ChatRenderer, StopRule, Limits]] = {}
+_Setup = tuple[TrainConfig, ChatRenderer, StopRule, Limits, Any]
+_SETUPS: dict[tuple[str, int], _Setup] = {}
 
 
-def _setup(config_path: str, tokenizer: Any) -> tuple[TrainConfig, ChatRenderer, StopRule, Limits]:
-    """The run config, renderer, stop rule and limits (built once per process and tokenizer)."""
+def _setup(config_path: str, tokenizer: Any) -> _Setup:
+    """The run config, renderer, stop rule, limits and user simulator (built once per process and
+    tokenizer; the simulator is shared by the process's episodes, as in the TRL path)."""
     key = (config_path, id(tokenizer))
     if key not in _SETUPS:
         _SETUPS[key] = _build_setup(config_path, tokenizer)
     return _SETUPS[key]
 
 
-def _build_setup(config_path: str, tokenizer: Any) -> tuple[TrainConfig, ChatRenderer, StopRule, Limits]:
+def _build_setup(config_path: str, tokenizer: Any) -> _Setup:
+    from baorl.train.tasks import make_user_for
+
     cfg = load_config(TrainConfig, config_path)
     renderer = ChatRenderer(tokenizer, cfg.model.chat_template, template_kwargs=cfg.model.template_kwargs)
     eos = tokenizer.eos_token_id
     rule = StopRule(renderer, {eos} if isinstance(eos, int) else set(eos or []), ["</tool_call>"])
     r = cfg.rollout
-    return cfg, renderer, rule, Limits(r.max_prompt_tokens, r.max_response_tokens, r.max_new_tokens_per_turn)
+    limits = Limits(r.max_prompt_tokens, r.max_response_tokens, r.max_new_tokens_per_turn)
+    return cfg, renderer, rule, limits, make_user_for(cfg)
 
 
 class BaorlAgentLoop(AgentLoopBase):
@@ -78,15 +83,13 @@ class BaorlAgentLoop(AgentLoopBase):
         if not path:
             raise ValueError("verl config has no baorl.config (the baorl run config's path); launch with "
                              "`baorl train CONFIG --engine verl`")
-        cfg, renderer, rule, limits = _setup(str(path), self.tokenizer)
+        cfg, renderer, rule, limits, user = _setup(str(path), self.tokenizer)
         info = kwargs.get("extra_info") or {}
         if "gym" not in info or "task" not in info:
             raise ValueError("dataset row has no extra_info.gym / extra_info.task; write the data with "
                              "baorl.train.verl.launch.write_dataset")
-        from baorl.train.tasks import make_user_for
-
         cls = gym_class(info["gym"])
-        gym = cls(cls.task_model.model_validate_json(info["task"]), user=make_user_for(cfg))
+        gym = cls(cls.task_model.model_validate_json(info["task"]), user=user)
         if cfg.rollout.max_turns is not None:
             gym.max_turns = cfg.rollout.max_turns
         if cfg.rollout.reward_in_obs is not None:
@@ -97,7 +100,7 @@ class BaorlAgentLoop(AgentLoopBase):
 
         async def generate(ids: list[int], max_new: int) -> tuple[list[int], list[float]]:
             t0 = time.perf_counter()
-            params = {**sampling_params, "max_tokens": max_new, "logprobs": True}
+            params = {**sampling_params, "max_tokens": max_new}
             out = await self.server_manager.generate(request_id=request_id, prompt_ids=ids, sampling_params=params)
             timing["generate"] += time.perf_counter() - t0
             if out.log_probs is None:
