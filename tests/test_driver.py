@@ -13,7 +13,6 @@ import pytest
 import torch
 from test_engine import EXACT_SCRIPTS, Forcer, call, exact_gyms, probe
 
-from baorl.models import load_tokenizer, tiny_model
 from baorl.rollout.driver import aplay_batch, aplay_tokens
 from baorl.rollout.engine import EngineConfig, RolloutEngine
 from baorl.rollout.episode import Limits, StopRule
@@ -49,16 +48,6 @@ class ServerLike:
     async def generate_batch(self, contexts: list[list[int]], max_new: list[int]):
         self.batch_calls.append(len(contexts))
         return [self._one(c, m) for c, m in zip(contexts, max_new, strict=True)]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("embedded")
-
-
-@pytest.fixture(scope="module")
-def llama(tok):
-    return tiny_model(tok)
 
 
 @pytest.fixture(scope="module")

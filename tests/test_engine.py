@@ -21,7 +21,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 from baorl.agents.base import tool_call_text
 from baorl.gyms import load_tasks, make
 from baorl.gyms.base import Gym, Outcome, Task
-from baorl.models import chat_template, load_tokenizer, tiny_model
+from baorl.models import chat_template
 from baorl.records import Episode
 from baorl.rollout.engine import EngineConfig, RolloutEngine, Trajectory
 from baorl.rollout.render import ChatRenderer, TemplateError
@@ -96,16 +96,6 @@ class Forcer:
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("embedded")
-
-
-@pytest.fixture(scope="module")
-def llama(tok):
-    return tiny_model(tok)
-
-
 @pytest.fixture(scope="module")
 def qwen3(tok):
     torch.manual_seed(1)

@@ -25,6 +25,7 @@ from baorl.rollout.play import aplay_episode
 from baorl.rollout.render import ChatRenderer
 from baorl.teach.export import episode_to_conversation, write_jsonl_atomic
 from baorl.train.sft import SFTRunConfig, build_dataset, build_trainer, run_sft, to_example, training_template
+from baorl.train.verl.advantages import mask_spans
 
 torch.set_num_threads(2)
 
@@ -33,11 +34,6 @@ N_CONVERSATIONS = 8
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("embedded")
-
-
 @pytest.fixture(scope="module")
 def solved(tmp_path_factory) -> tuple[Path, list[Episode]]:
     """An SFT file of solver episodes on the first Function training tasks, written by the exporter."""
@@ -80,17 +76,6 @@ def assistant_texts(ep: Episode) -> list[str]:
     return [tool_call_text(t.choice, t.content, t.think) + "<|im_end|>" for t in ep.turns]
 
 
-def runs_of_ones(mask: list[int]) -> list[tuple[int, int]]:
-    out, start = [], None
-    for i, m in enumerate([*mask, 0]):
-        if m and start is None:
-            start = i
-        elif not m and start is not None:
-            out.append((start, i))
-            start = None
-    return out
-
-
 # ---- (a) the template marks exactly the assistant tokens ----------------------------------------------
 @pytest.mark.parametrize("name", ["chatml-tools", "qwen3"])
 def test_template_masks_exactly_the_assistant_turns(tok, solved, name):
@@ -100,7 +85,7 @@ def test_template_masks_exactly_the_assistant_turns(tok, solved, name):
     out = tok.apply_chat_template(ex["messages"], tools=json.loads(ex["tools"]), chat_template=CHAT_TEMPLATES[name],
                                   tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = out["input_ids"], out["assistant_masks"]
-    masked = [tok.decode(ids[s:e]) for s, e in runs_of_ones(mask)]
+    masked = [tok.decode(ids[s:e]) for s, e in mask_spans(mask)]
     # content + tool call + <|im_end|> of every turn, and nothing of the system, user or tool turns
     assert masked == assistant_texts(episodes[0])
     assert tok.decode(ids[-1:]) == "\n" and mask[-1] == 0
@@ -127,7 +112,7 @@ def test_trl_tokens_are_the_engine_pieces(tok, solved, tiny_dir, tmp_path):
         ids += r.encode(r.end_text)
         assert data[k]["input_ids"] == ids
         labels = data[k]["labels"]
-        assert runs_of_ones([int(x != -100) for x in labels]) == policy
+        assert mask_spans([int(x != -100) for x in labels]) == policy
         assert all(labels[i] == ids[i] for s, e in policy for i in range(s, e))
 
 
@@ -157,7 +142,7 @@ def test_engine_replays_the_sft_tokens(tok, solved, tiny_dir, tmp_path):
     # each call (it stops at </tool_call>): the model also learns to end its turn
     p = len(traj.prompt_ids)
     policy = [(p + s, p + e) for s, e in traj.turn_spans]
-    assert runs_of_ones([int(x != -100) for x in labels]) == [(s, e + 1) for s, e in policy]
+    assert mask_spans([int(x != -100) for x in labels]) == [(s, e + 1) for s, e in policy]
     assert all(ids[e] == engine.renderer.eot_id for _, e in policy)
 
 

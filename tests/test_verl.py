@@ -7,6 +7,8 @@ Hydra config) is in tests/test_verl_plugin.py and runs with `make test-verl`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from datasets import Dataset
@@ -134,3 +136,24 @@ def test_launcher_writes_verl_data_and_overrides(tmp_path) -> None:
     assert ov["actor_rollout_ref.actor.optim.lr"] == "2e-06" and ov["trainer.n_gpus_per_node"] == "8"
     assert ov["+baorl.config"].endswith("run/config.yaml")
     assert ov["trainer.logger"] == "[console,tensorboard]"
+
+
+def test_cli_engine_verl_dry_run_writes_the_run_and_prints_the_command(tmp_path, capsys) -> None:
+    from baorl.cli.main import main
+
+    run = tmp_path / "run"
+    preset = str(Path(__file__).resolve().parents[1] / "configs" / "bao-qwen3-4b.yaml")
+    rc = main(["train", preset, "--engine", "verl", "--dry-run", "--gpus-per-node", "8",
+               "--verl-python", "/opt/verl/bin/python", "--verl-arg", "trainer.val_before_train=false",
+               "--set", f"output_dir={run}", "--set", "data.max_train_tasks=5"])
+    assert rc == 0
+    cmd = capsys.readouterr().out
+    assert cmd.startswith("/opt/verl/bin/python -m verl.trainer.main_ppo ")
+    assert "algorithm.adv_estimator=bao" in cmd and "trainer.n_gpus_per_node=8" in cmd
+    assert cmd.rstrip().endswith("trainer.val_before_train=false")  # extra overrides come last and win
+    for f in ("config.yaml", "verl/train.parquet", "verl/val.parquet", "verl/agent_loops.yaml", "verl/command.sh"):
+        assert (run / f).is_file(), f
+    assert len(Dataset.from_parquet(str(run / "verl/train.parquet"))) == 5
+    assert "BaorlAgentLoop" in (run / "verl/agent_loops.yaml").read_text()
+    assert "VERL_USE_EXTERNAL_MODULES=baorl.train.verl.plugin" in (run / "verl/command.sh").read_text()
+    assert main(["train", preset, "--engine", "verl", "--resume", str(run)]) == 2
