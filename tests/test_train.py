@@ -250,3 +250,19 @@ def test_cli_train_runs_and_resume_continues(tiny_dir: Path, tmp_path: Path) -> 
     assert main(["train", str(cfg_file), "--set", "rollout.max_new_tokens_per_turn=8"]) == 2  # not empty: refuse
     assert main(["train", "--resume", str(run)]) == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 1
+
+
+def test_rollout_backend_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch) -> None:
+    import importlib.util
+
+    from baorl.train.run import resolve_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_backend("auto") == "hf" and resolve_backend("hf") == "hf"
+    with pytest.raises(ValueError, match="gpu extra"):
+        resolve_backend("vllm")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_backend("auto") == "vllm" and resolve_backend("vllm") == "vllm"
+    assert resolve_backend("auto", use_cpu=True) == "hf"  # train.use_cpu forces the CPU engine

@@ -75,8 +75,9 @@ class RolloutSection(StrictModel):
     max_kv_gib: float | Literal["auto"] | None = Field("auto", description="KV-cache memory cap of the engine "
                                                        "(see EngineConfig.max_kv_gib)")
     reward_in_obs: bool | None = None
-    backend: Literal["hf", "vllm"] = Field("hf", description="hf: baorl's batched engine; vllm: TRL's "
-                                           "colocated vLLM on each GPU (gpu extra)")
+    backend: Literal["auto", "hf", "vllm"] = Field(
+        "auto", description="hf: baorl's batched engine; vllm: TRL's colocated vLLM on each GPU (gpu extra); "
+        "auto: vllm when vLLM is installed and a GPU is present, else hf")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, lt=1.0, description="vLLM's share of GPU memory")
 
 

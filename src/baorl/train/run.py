@@ -58,6 +58,22 @@ def validation_metrics(episodes: list[Any]) -> dict[str, float]:
     return out
 
 
+def resolve_backend(backend: str, use_cpu: bool | None = None) -> str:
+    """``auto`` -> ``vllm`` when vLLM is installed and a GPU is present (and not forced to CPU), else ``hf``;
+    an explicit ``vllm`` without both is an error."""
+    import importlib.util
+
+    import torch
+
+    available = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() and use_cpu is not True
+    if backend == "auto":
+        return "vllm" if available else "hf"
+    if backend == "vllm" and not available:
+        raise ValueError("rollout.backend: vllm needs a GPU and the gpu extra (pip install 'baorl[gpu]'); "
+                         "use 'hf' (or 'auto') on CPU")
+    return backend
+
+
 def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
     """Train; returns the run summary. `resume` continues the run in that directory."""
     import torch
@@ -76,12 +92,7 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
 
     if cfg.engine != "trl":
         raise ValueError(f"engine {cfg.engine!r}: use `baorl train --engine verl` (see the README, scale-out)")
-    if cfg.rollout.backend == "vllm":
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
-            raise ValueError("rollout.backend: vllm needs a GPU and the gpu extra (pip install 'baorl[gpu]'); "
-                             "use 'hf' on CPU")
+    cfg.rollout.backend = resolve_backend(cfg.rollout.backend, cfg.train.use_cpu)
     run_dir = Path(cfg.output_dir)
     checkpoint = get_last_checkpoint(str(run_dir)) if resume and run_dir.is_dir() else None
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
