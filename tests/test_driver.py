@@ -15,7 +15,7 @@ from test_engine import EXACT_SCRIPTS, Forcer, call, exact_gyms, probe
 
 from baorl.rollout.driver import aplay_batch, aplay_tokens
 from baorl.rollout.engine import EngineConfig, RolloutEngine
-from baorl.rollout.episode import Limits, StopRule
+from baorl.rollout.episode import Limits
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.sampling import sample_next
 
@@ -57,8 +57,7 @@ def setup(tok, llama):
     engine = RolloutEngine(llama, tok, config, name="test",
                            logits_processor=Forcer(renderer, exact_gyms(), EXACT_SCRIPTS, 8.0))
     reference = engine.run(exact_gyms())
-    rule = StopRule(renderer, engine._stop_ids(), config.stop_strings)
-    return config, renderer, rule, engine.limits, reference
+    return config, renderer, engine.stop_rule, engine.limits, reference
 
 
 def same(a, b) -> None:

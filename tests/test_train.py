@@ -107,7 +107,8 @@ def make_cfg(tiny_dir: Path, out: Path, **train) -> TrainConfig:
 
 def build_trainer(cfg: TrainConfig, callbacks=None):
     from baorl.models import load_model
-    from baorl.train.trainer import BAOTrainer, training_tasks
+    from baorl.train.tasks import training_tasks
+    from baorl.train.trainer import BAOTrainer
 
     model, tok = load_model(cfg.model.path)
     tasks = training_tasks(cfg)

@@ -60,7 +60,7 @@ from baorl.gyms.base import Gym
 from baorl.gyms.parser import ParsedAction
 from baorl.rollout import attention
 from baorl.rollout.attention import PrefixKV
-from baorl.rollout.episode import Limits, StopRule, TokenEpisode, step_gym
+from baorl.rollout.episode import Limits, StopRule, TokenEpisode, eos_ids, step_gym
 from baorl.rollout.kvcache import KVBatch, check_supported, kv_bytes_per_token
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.sampling import sample_next
@@ -169,9 +169,8 @@ class RolloutEngine:
         self.device = next(model.parameters()).device
         self.kv_cap_bytes = _kv_cap_bytes(self.config.max_kv_gib, self.device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.stop_rule = StopRule(self.renderer, self._stop_ids(), self.config.stop_strings)
-        cfg = self.config
-        self.limits = Limits(cfg.max_prompt_tokens, cfg.max_response_tokens, cfg.max_new_tokens_per_turn)
+        self.stop_rule = StopRule(self.renderer, eos_ids(tokenizer, model), self.config.stop_strings)
+        self.limits = Limits.of(self.config)
         self._keep_one = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.shared_prefix = self.config.shared_prefix and attention.supports_prefix(model)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baorl-forward")
@@ -192,13 +191,6 @@ class RolloutEngine:
         once (``batch_size`` and ``max_kv_gib`` bound it); wall_s: the run's duration."""
         return dict.fromkeys(("generated", "prefilled", "fed", "decode_steps", "decode_s", "feed_s", "sample_s",
                               "gather_s", "parked", "prefix_max", "max_live", "wall_s"), 0)
-
-    def _stop_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for src in (getattr(self.model, "generation_config", None), self.tokenizer):
-            eos = getattr(src, "eos_token_id", None)
-            ids.update([eos] if isinstance(eos, int) else (eos or []))
-        return ids
 
     # ---- public API -------------------------------------------------------------------------------
     def run(self, gyms: Sequence[Gym], **kw: Any) -> list[Trajectory]:
@@ -255,10 +247,6 @@ class RolloutEngine:
 
     # ---- episode bookkeeping ----------------------------------------------------------------------
     def _start(self, i: int, gym: Gym, seed: int, base: int) -> _Row:
-        if self.config.max_turns is not None:
-            gym.max_turns = self.config.max_turns
-        if self.config.reward_in_obs is not None:
-            gym.reward_in_obs = self.config.reward_in_obs
         rng = torch.Generator().manual_seed((base * 1_000_003 + i) % (1 << 62))
         row = _Row.start(gym, self.renderer, self.limits, seed=seed, index=i, rng=rng)
         if "prompt_too_long" in row.meta:

@@ -27,18 +27,36 @@ from baorl.records import Episode, Turn
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.trajectory import Trajectory
 
-__all__ = ["Limits", "StopRule", "TokenEpisode", "step_gym"]
+__all__ = ["Limits", "StopRule", "TokenEpisode", "eos_ids", "step_gym"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-episode limits (`EngineConfig` carries the same fields)."""
+    """Per-episode limits and gym overrides (`EngineConfig` and a train config's ``rollout`` section
+    carry the same fields; ``None`` keeps the gym's own turn limit / reward display)."""
 
     max_prompt_tokens: int = 1152
     max_response_tokens: int = 7000
     max_new_tokens_per_turn: int = 512
+    max_turns: int | None = None
+    reward_in_obs: bool | None = None
+
+    @classmethod
+    def of(cls, cfg: Any) -> Limits:
+        """The limits of any config with these fields (`EngineConfig`, `RolloutSection`)."""
+        return cls(cfg.max_prompt_tokens, cfg.max_response_tokens, cfg.max_new_tokens_per_turn,
+                   cfg.max_turns, cfg.reward_in_obs)
+
+
+def eos_ids(tokenizer: Any, model: Any = None) -> set[int]:
+    """End-of-sequence ids of the tokenizer and, when given, of the model's generation config."""
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(src, "eos_token_id", None)
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+    return ids
 
 
 class StopRule:
@@ -84,8 +102,13 @@ class TokenEpisode:
 
     @classmethod
     def start(cls, gym: Gym, renderer: ChatRenderer, limits: Limits, *, seed: int, **kw: Any) -> TokenEpisode:
-        """Reset `gym` and tokenise its prompt; a prompt over ``max_prompt_tokens`` leaves the
-        episode unstarted (``prompt_too_long`` is the message; call `finish` with ``token_budget``)."""
+        """Apply the limits' gym overrides, reset `gym` and tokenise its prompt; a prompt over
+        ``max_prompt_tokens`` leaves the episode unstarted (``prompt_too_long`` is the message; call
+        `finish` with ``token_budget``)."""
+        if limits.max_turns is not None:
+            gym.max_turns = limits.max_turns
+        if limits.reward_in_obs is not None:
+            gym.reward_in_obs = limits.reward_in_obs
         task_prompt, info = gym.reset(seed=seed)
         ids = renderer.encode(renderer.prompt_text(info["system_prompt"], task_prompt))
         ep = cls(gym=gym, seed=seed, prompt_len=len(ids), ids=ids, turn_start=len(ids), **kw)

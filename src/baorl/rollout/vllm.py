@@ -29,7 +29,7 @@ from typing import Any
 from baorl.gyms.base import Gym
 from baorl.rollout.driver import aplay_batch
 from baorl.rollout.engine import EngineConfig
-from baorl.rollout.episode import Limits, StopRule
+from baorl.rollout.episode import Limits, StopRule, eos_ids
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.trajectory import Trajectory
 
@@ -71,10 +71,8 @@ class VLLMRollout:
         self.config = config or EngineConfig()
         self.SamplingParams = sampling_params_cls
         self.renderer = ChatRenderer(tokenizer, self.config.chat_template, template_kwargs=self.config.template_kwargs)
-        eos = tokenizer.eos_token_id
-        self.rule = StopRule(self.renderer, {eos} if isinstance(eos, int) else set(eos or []), self.config.stop_strings)
-        c = self.config
-        self.limits = Limits(c.max_prompt_tokens, c.max_response_tokens, c.max_new_tokens_per_turn)
+        self.rule = StopRule(self.renderer, eos_ids(tokenizer), self.config.stop_strings)
+        self.limits = Limits.of(self.config)
         self._calls = 0
         self.stats: dict[str, float] = {}
 
@@ -99,11 +97,6 @@ class VLLMRollout:
         cfg = self.config
         base = sample_seed if sample_seed is not None else cfg.seed * 1_000_003 + self._calls
         self._calls += 1
-        for g in gyms:
-            if cfg.max_turns is not None:
-                g.max_turns = cfg.max_turns
-            if cfg.reward_in_obs is not None:
-                g.reward_in_obs = cfg.reward_in_obs
         stats = {"generated": 0, "calls": 0, "generate_s": 0.0}
 
         async def generate_batch(contexts: list[list[int]], max_new: list[int]):

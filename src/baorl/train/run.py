@@ -81,14 +81,8 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
 
     from baorl.models import load_model
     from baorl.rollout.engine import RolloutEngine
-    from baorl.train.trainer import (
-        BAOTrainer,
-        engine_config,
-        make_user_for,
-        total_steps,
-        training_tasks,
-        validation_tasks,
-    )
+    from baorl.train.tasks import make_user_for, total_steps, training_tasks, validation_tasks
+    from baorl.train.trainer import BAOTrainer, engine_config
 
     if cfg.engine != "trl":
         raise ValueError(f"engine {cfg.engine!r}: use `baorl train --engine verl` (see the README, scale-out)")

@@ -37,9 +37,8 @@ from baorl.records import write_episodes
 from baorl.rollout.engine import EngineConfig, RolloutEngine
 from baorl.train.config import TrainConfig
 from baorl.train.episodes import ScoredEpisode, advantage_rows, batch_advantages, score_episode
-from baorl.train.tasks import make_user_for, total_steps, training_tasks, validation_tasks  # noqa: F401
 
-__all__ = ["BAOTrainer", "NonFiniteLossError", "grpo_args", "make_user_for", "engine_config"]
+__all__ = ["BAOTrainer", "NonFiniteLossError", "grpo_args", "engine_config", "vllm_args"]
 
 
 class NonFiniteLossError(RuntimeError):

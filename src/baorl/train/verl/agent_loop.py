@@ -29,7 +29,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 from baorl.config import load_config
 from baorl.gyms import gym_class
 from baorl.rollout.driver import aplay_tokens
-from baorl.rollout.episode import Limits, StopRule
+from baorl.rollout.episode import Limits, StopRule, eos_ids
 from baorl.rollout.render import ChatRenderer
 from baorl.train.config import TrainConfig
 from baorl.train.verl.advantages import episode_rewards
@@ -68,11 +68,8 @@ def _build_setup(config_path: str, tokenizer: Any) -> _Setup:
 
     cfg = load_config(TrainConfig, config_path)
     renderer = ChatRenderer(tokenizer, cfg.model.chat_template, template_kwargs=cfg.model.template_kwargs)
-    eos = tokenizer.eos_token_id
-    rule = StopRule(renderer, {eos} if isinstance(eos, int) else set(eos or []), ["</tool_call>"])
-    r = cfg.rollout
-    limits = Limits(r.max_prompt_tokens, r.max_response_tokens, r.max_new_tokens_per_turn)
-    return cfg, renderer, rule, limits, make_user_for(cfg)
+    rule = StopRule(renderer, eos_ids(tokenizer), ["</tool_call>"])
+    return cfg, renderer, rule, Limits.of(cfg.rollout), make_user_for(cfg)
 
 
 class BaorlAgentLoop(AgentLoopBase):
@@ -90,10 +87,6 @@ class BaorlAgentLoop(AgentLoopBase):
                              "baorl.train.verl.launch.write_dataset")
         cls = gym_class(info["gym"])
         gym = cls(cls.task_model.model_validate_json(info["task"]), user=user)
-        if cfg.rollout.max_turns is not None:
-            gym.max_turns = cfg.rollout.max_turns
-        if cfg.rollout.reward_in_obs is not None:
-            gym.reward_in_obs = cfg.rollout.reward_in_obs
 
         request_id = uuid4().hex
         timing = {"generate": 0.0}
