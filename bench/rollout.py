@@ -76,7 +76,8 @@ def run_engine(batch: int, turns: int) -> dict:
     secs = time.perf_counter() - t0
     generated = sum(sum(t.response_mask) for t in trajs)
     assert all(len(t.episode.turns) == turns for t in trajs), "every episode must play all its turns"
-    return {"kind": "engine", "batch": batch, "episodes": n, "generated": generated, "seconds": secs}
+    return {"kind": "engine", "batch": batch, "episodes": n, "generated": generated,
+            "seconds": secs, "stats": {k: round(v, 2) for k, v in engine.stats.items()}}
 
 
 def run_naive(turns: int, episodes: int = 4) -> dict:
@@ -167,13 +168,20 @@ def main() -> None:
         r = rows[-1]
         print(f"  done: {kind} batch {batch}: {r['generated'] / r['seconds']:.1f} tokens/s", flush=True)
     base = rows[0]["generated"] / rows[0]["seconds"]
-    print(f"\n{'config':<14} {'episodes':>8} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs naive':>9} "
+    print(f"\n{'config':<16} {'episodes':>8} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs naive':>9} "
           f"{'roofline':>9} {'peak RSS':>10}")
     for r in rows:
         tps = r["generated"] / r["seconds"]
         name = "naive loop" if r["kind"] == "naive" else f"engine b={r['batch']}"
-        print(f"{name:<14} {r['episodes']:>8} {r['generated']:>7} {r['seconds']:>8.1f} {tps:>9.1f} "
+        print(f"{name:<16} {r['episodes']:>8} {r['generated']:>7} {r['seconds']:>8.1f} {tps:>9.1f} "
               f"{tps / base:>8.2f}x {tps / roof:>8.1%} {r['peak_rss_mib']:>7.0f} MiB")
+    print("\nengine counters (seconds in decoding / feeding forward passes, sampling, regrouping):")
+    for r in rows:
+        if "stats" in r:
+            st = r["stats"]
+            print(f"  {r['kind']} b={r['batch']}: " + ", ".join(
+                f"{k} {st[k]}" for k in ("decode_steps", "decode_s", "feed_s", "sample_s", "gather_s", "fed",
+                                         "prefilled")))
 
 
 if __name__ == "__main__":
