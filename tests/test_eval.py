@@ -251,3 +251,28 @@ def test_local_model_and_endpoint_agents(tmp_path: Path) -> None:
     eps = read_episodes(tmp_path / "api" / "episodes.jsonl")
     assert remote["overall"]["n"] == 2 and {e.policy for e in eps} == {"openai:tiny"}
     assert json.loads((tmp_path / "api" / "eval.json").read_text())["temperature"] == 0.0
+
+
+def test_cli_episode_budget_options_reach_the_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--max-prompt-tokens/--max-response-tokens` set the episode budget of `baorl eval` and `baorl rollout`."""
+    from baorl.models import load_tokenizer, tiny_model
+
+    tok = load_tokenizer("embedded")
+    ckpt = tmp_path / "tiny"
+    tiny_model(tok).save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    code, _, err = run_cli(capsys, "eval", "--agent", f"hf:{ckpt}", "--gym", "function", "--out", str(tmp_path / "e"),
+                           "--n", "2", "--bootstrap", "0", "--no-report", "--max-new-tokens", "50",
+                           "--max-response-tokens", "9")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "e" / "eval.json").read_text())["engine_options"]
+    assert saved == {"max_new_tokens_per_turn": 50, "max_response_tokens": 9}
+    eps = read_episodes(tmp_path / "e" / "episodes.jsonl")
+    assert [e.termination for e in eps] == ["token_budget"] * 2  # the untrained model never stops in 9 tokens
+    assert all(sum(t.completion_tokens for t in e.turns) == 9 for e in eps)
+    # a prompt budget below the Function prompt ends every episode before it starts
+    code, _, err = run_cli(capsys, "rollout", "--agent", f"hf:{ckpt}", "--gym", "function", "--n", "1",
+                           "--out", str(tmp_path / "r.jsonl"), "--max-prompt-tokens", "50")
+    assert code == 0, err
+    (ep,) = read_episodes(tmp_path / "r.jsonl")
+    assert ep.termination == "token_budget" and ep.turns == []

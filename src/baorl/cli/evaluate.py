@@ -13,6 +13,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from baorl.cli.options import add_local_model_args, engine_options
+
 #: bootstrap resamples by default (`baorl.evaluation.metrics.N_BOOT`; not imported here, to keep `baorl --help` light)
 N_BOOT = 1000
 
@@ -90,10 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    engine = {k: v for k, v in {
-        "batch_size": args.batch_size, "temperature": args.temperature, "max_new_tokens_per_turn": args.max_new_tokens,
-        "chat_template": args.chat_template, "max_turns": args.max_turns,
-    }.items() if v is not None}
+    engine = engine_options(args)
     if args.temperature is not None and not args.agent.startswith("hf:"):
         raise ValueError("--temperature applies to hf: agents (openai: agents request 0, scripted ones are fixed)")
     seeds = args.seeds if args.seeds else [args.seed]
@@ -188,12 +187,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--agent-base-url", metavar="URL", help="base URL for openai: agents (default $OPENAI_BASE_URL)")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for scripted/API agents")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
-    g = p.add_argument_group("local models (hf:...)")
-    g.add_argument("--batch-size", type=int, default=None, help="episodes decoded together")
-    g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0: greedy)")
-    g.add_argument("--max-new-tokens", type=int, default=None, help="token cap per turn")
-    g.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
-    g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")
+    add_local_model_args(p, "sampling temperature (default 0: greedy)")
     _add_scoring(p)
     p.set_defaults(func=cmd_eval)
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from baorl.agents.base import Agent, AgentError
+from baorl.cli.options import add_local_model_args, engine_options
 
 console = Console()
 err = Console(stderr=True)
@@ -142,10 +143,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     from baorl.rollout.runner import run_rollout
 
     out = Path(args.out)
-    engine = {k: v for k, v in {
-        "batch_size": args.batch_size, "temperature": args.temperature, "max_new_tokens_per_turn": args.max_new_tokens,
-        "chat_template": args.chat_template, "max_turns": args.max_turns,
-    }.items() if v is not None}
+    engine = engine_options(args)
     with episode_bar(console, f"{args.gym} · {args.agent}") as bar:
         eps = run_rollout(
             agent=args.agent, gym=args.gym, out=out, data=args.data, split=args.split, simulator=args.simulator,
@@ -212,13 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--agent-base-url", metavar="URL", help="base URL for openai: agents (default $OPENAI_BASE_URL)")
     p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for scripted/API agents")
-    g = p.add_argument_group("local models (hf:...)")
-    g.add_argument("--batch-size", type=int, default=None, help="episodes decoded together")
-    g.add_argument("--temperature", type=float, default=None, help="0 for greedy (the default for hf: agents here)")
-    g.add_argument("--max-new-tokens", type=int, default=None, help="token cap per turn")
-    g.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
-    g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")
-    g.add_argument("--save-tokens", action="store_true",
+    add_local_model_args(p, "0 for greedy (the default for hf: agents here)")
+    p.add_argument("--save-tokens", action="store_true",
                    help="also write prompt/response token ids, loss mask, log-probs and turn spans")
     p.set_defaults(func=cmd_rollout)
 
