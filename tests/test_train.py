@@ -183,9 +183,18 @@ def test_killed_run_resumes_without_losing_a_step(tiny_dir: Path, tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         killed.train()
     assert (run / "checkpoint-1").is_dir() and not (run / "checkpoint-2").exists()
+    # as if the kill came later, mid-step 2: its rollouts were logged, the last line torn
+    rollouts = run / "rollouts.jsonl"
+    step1 = rollouts.read_text().splitlines()
+    assert step1 and all(json.loads(line)["step"] == 0 for line in step1)
+    stale = [json.dumps({**json.loads(line), "step": 1}) for line in step1]
+    rollouts.write_text("".join(line + "\n" for line in step1 + stale) + stale[0][:20])
     resumed, _ = build_trainer(cfg, callbacks=[MetricsFile(run / "metrics.jsonl", resume_step=1)])
     resumed.train(resume_from_checkpoint=str(run / "checkpoint-1"))
     assert resumed.state.global_step == 2
+    logged = [json.loads(line) for line in rollouts.read_text().splitlines()]  # every line whole again
+    assert [r["step"] for r in logged] == [0] * len(step1) + [1] * len(step1)  # one set of episodes per step
+    assert (run.parent / "full" / "rollouts.jsonl").read_text() == rollouts.read_text()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert sorted(set(steps)) == [1, 2] and steps == sorted(steps)
     a, b = full.model.state_dict(), resumed.model.state_dict()

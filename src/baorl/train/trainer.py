@@ -22,6 +22,7 @@ callbacks (`baorl.train.callbacks`).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -162,6 +163,32 @@ class BAOTrainer(GRPOTrainer):
             train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config,
             rollout_func=self._rollout,
         )
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kw: Any) -> Any:
+        """TRL's `train`; resuming first drops the rollout records of steps after the checkpoint.
+
+        A run killed mid-step has already logged that step's episodes; the resumed run plays the
+        step again (the same episodes: the sampling seed is derived from the step), so the stale
+        records go, as does a torn last line.
+        """
+        if isinstance(resume_from_checkpoint, str):
+            state = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())
+            self._trim_rollouts(int(state["global_step"]))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kw)
+
+    def _trim_rollouts(self, steps_done: int) -> None:
+        path = self.run_dir / "rollouts.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the torn tail of a killed write
+            if record.get("step", 0) < steps_done:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        path.write_text("".join(kept), encoding="utf-8")
 
     # ---- the policy as the rollout engine sees it ------------------------------------------------
     def policy_model(self) -> Any:
