@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,23 @@ from transformers import TrainerCallback
 
 from baorl.records import write_episodes
 
-__all__ = ["MetricsFile", "RichProgress", "Validation", "save_policy"]
+__all__ = ["MetricsFile", "RichProgress", "Validation", "keep_steps", "save_policy"]
+
+
+def keep_steps(path: Path, keep: Callable[[int], bool]) -> None:
+    """Rewrite a run's JSONL log keeping the records whose ``step`` satisfies `keep` (on resume:
+    the records of steps after the checkpoint go, as does a torn last line of a killed write)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if keep(record.get("step", 0)):
+            kept.append(line + "\n")
+    path.write_text("".join(kept), encoding="utf-8")
 
 
 def save_policy(model: Any, tokenizer: Any, path: Path) -> None:
@@ -52,10 +69,8 @@ class MetricsFile(TrainerCallback):
     def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
         self.path = Path(path)
         self.t0 = time.time()
-        if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        if resume_step is not None:
+            keep_steps(self.path, lambda step: step <= resume_step)
 
     def write(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from baorl.bao import ppo_loss
 from baorl.gyms import Task, gym_class
 from baorl.records import write_episodes
 from baorl.rollout.engine import EngineConfig, RolloutEngine
+from baorl.train.callbacks import keep_steps
 from baorl.train.config import TrainConfig
 from baorl.train.episodes import ScoredEpisode, advantage_rows, batch_advantages, score_episode
 
@@ -173,22 +174,9 @@ class BAOTrainer(GRPOTrainer):
         """
         if isinstance(resume_from_checkpoint, str):
             state = json.loads((Path(resume_from_checkpoint) / "trainer_state.json").read_text())
-            self._trim_rollouts(int(state["global_step"]))
+            done = int(state["global_step"])
+            keep_steps(self.run_dir / "rollouts.jsonl", lambda step: step < done)  # rollout steps count from 0
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kw)
-
-    def _trim_rollouts(self, steps_done: int) -> None:
-        path = self.run_dir / "rollouts.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the torn tail of a killed write
-            if record.get("step", 0) < steps_done:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        path.write_text("".join(kept), encoding="utf-8")
 
     # ---- the policy as the rollout engine sees it ------------------------------------------------
     def policy_model(self) -> Any:
