@@ -240,12 +240,15 @@ def test_cli_bad_config_fails_before_any_work_naming_the_key(tmp_path: Path, cap
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_train_runs_and_resume_continues(tiny_dir: Path, tmp_path: Path) -> None:
+def test_cli_train_runs_and_resume_continues(tiny_dir: Path, tmp_path: Path, capsys) -> None:
     """`baorl train` end to end on a tiny model (unforced: the model never calls the tool, so every
     episode ends on its first turn), then `--resume` of the finished run is a no-op that loses nothing."""
     import yaml
 
     from baorl.cli.main import main
+
+    def out() -> str:
+        return "".join(capsys.readouterr().out.split())  # rich wraps (and may fold) long lines
 
     run = tmp_path / "run"
     cfg = make_cfg(tiny_dir, run, max_steps=1, val_at_start=True)
@@ -259,7 +262,17 @@ def test_cli_train_runs_and_resume_continues(tiny_dir: Path, tmp_path: Path) -> 
     assert any("val/score" in m for m in metrics) and any("loss" in m for m in metrics)
     assert main(["train", str(cfg_file), "--set", "rollout.max_new_tokens_per_turn=8"]) == 2  # not empty: refuse
     assert main(["train", "--resume", str(run)]) == 0
-    assert json.loads((run / "summary.json").read_text())["steps"] == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["policy"] == str(run / "best")
+    assert f"policy:hf:{run / 'best'}" in out()
+    # validation off: no best/, and the policy to evaluate is final/
+    quiet = tmp_path / "quiet"
+    cfg_file.write_text(yaml.safe_dump(make_cfg(tiny_dir, quiet, max_steps=1, val_at_end=False).model_dump(mode="json")))
+    assert main(["train", str(cfg_file), "--set", "rollout.max_new_tokens_per_turn=8"]) == 0
+    summary = json.loads((quiet / "summary.json").read_text())
+    assert summary["best"] is None and summary["best_path"] is None and summary["policy"] == str(quiet / "final")
+    assert not (quiet / "best").exists() and (quiet / "final/config.json").exists()
+    assert f"novalidation(train.val_every0)·policy:hf:{quiet / 'final'}" in out()
 
 
 def test_rollout_backend_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch) -> None:

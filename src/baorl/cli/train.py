@@ -43,10 +43,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                            n_gpus_per_node=args.gpus_per_node, nnodes=args.nnodes, extra=args.verl_arg or [],
                            dry_run=args.dry_run)
     summary = run_train(cfg, resume=resume)
-    best = summary["best"] or {}
-    console.print(f"done: {summary['steps']} steps in {summary['wall_s']:.0f} s · best validation score "
-                  f"{best.get('score', float('nan')):.3f} at step {best.get('step', '-')} · policy: hf:{summary['best_path']}"
-                  f" · run: {cfg.output_dir}", highlight=False)
+    best = summary["best"]
+    validated = (f"best validation score {best['score']:.3f} at step {best['step']}" if best is not None
+                 else "no validation (train.val_every 0)")
+    console.print(f"done: {summary['steps']} steps in {summary['wall_s']:.0f} s · {validated} · "
+                  f"policy: hf:{summary['policy']} · run: {cfg.output_dir}", highlight=False)
     return 0
 
 
