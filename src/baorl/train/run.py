@@ -131,11 +131,9 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
     t0 = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir / "final")
-    best = validation.best
+    best_path = str(run_dir / "best") if validation.best is not None else None
     summary = {"name": cfg.name, "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),
-               "best": best, "final": str(run_dir / "final"),
-               "best_path": str(run_dir / "best") if best is not None else None,
-               # the policy to evaluate: best/ when validation chose one, else final/
-               "policy": str(run_dir / "best") if best is not None else str(run_dir / "final")}
+               "best": validation.best, "final": str(run_dir / "final"), "best_path": best_path,
+               "policy": best_path or str(run_dir / "final")}  # the one to evaluate
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
