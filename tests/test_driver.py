@@ -160,3 +160,37 @@ def test_vllm_rollout_reads_vllms_outputs_like_the_engine(tok, llama, setup):
     assert len({p.seed for p in llm.params}) == len(llm.params)  # each request its own sampling stream
     with pytest.raises(ValueError, match="colocated"):
         VLLMRollout.from_trl(object(), tok, config, sampling_params_cls=FakeSamplingParams)
+
+
+def test_trailing_generation_is_recorded_but_never_executed(tok, llama, setup):
+    """`trailing_generation` (the official rollout's 16th generation): after the turn limit the policy
+    generates once more; that turn is recorded with reward 0 and no choice, the gym is not stepped,
+    and the over-thinking regulariser treats the episode as one that ran to its limit."""
+    from baorl.gyms import make
+    from baorl.rollout.episode import TRAILING_FEEDBACK
+    from baorl.train.config import BAOSection
+    from baorl.train.episodes import score_episode
+
+    _, renderer, rule, _, _ = setup
+    probe_ids = renderer.encode(call("action", "1 2 3 4"))
+
+    async def probes(ctx, n):
+        return probe_ids[:n], [-0.1] * min(n, len(probe_ids))
+
+    played = {}
+    for trailing in (False, True):
+        limits = Limits(max_prompt_tokens=1152, max_response_tokens=2000, max_new_tokens_per_turn=96, max_turns=3,
+                        trailing_generation=trailing)
+        gym = make("function")
+        traj = asyncio.run(aplay_tokens(gym, probes, renderer, rule, limits))
+        played[trailing] = (traj, gym)
+    plain, _ = played[False]
+    traj, gym = played[True]
+    assert plain.episode.termination == traj.episode.termination == "turn_limit"
+    assert len(plain.episode.turns) == 3 and len(traj.episode.turns) == 4 and len(traj.turn_spans) == 4
+    last = traj.episode.turns[-1]
+    assert last.choice is None and last.reward == 0.0 and last.feedback == TRAILING_FEEDBACK
+    assert traj.response_ids[:len(plain.response_ids)] == plain.response_ids  # the same three executed turns
+    assert sum(traj.response_mask) == sum(plain.response_mask) + len(probe_ids)  # + the trailing turn's tokens
+    scored = score_episode(traj, BAOSection(), max_turns=3)
+    assert scored.shaped == [0.0] * 4 and scored.trained  # ran to its limit: no over-thinking penalty

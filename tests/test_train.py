@@ -26,6 +26,9 @@ def test_unknown_key_and_wrong_type_fail_naming_the_key() -> None:
         build_config(TrainConfig, {"bao": {"c_repp": 0.1}})
     with pytest.raises(ConfigError, match=r"train\.lr: Input should be a valid number"):
         build_config(TrainConfig, {}, ["train.lr=fast"])
+    for bad in ("train.lr=.inf", "train.lr=.nan", "bao.c_len=.inf"):
+        with pytest.raises(ConfigError, match="finite"):
+            build_config(TrainConfig, {}, [bad])
     with pytest.raises(ConfigError, match="mini_batch_tasks"):
         build_config(TrainConfig, {"train": {"tasks_per_step": 8, "mini_batch_tasks": 3}})
 
@@ -114,8 +117,7 @@ def build_trainer(cfg: TrainConfig, callbacks=None):
     tasks = training_tasks(cfg)
     trainer = BAOTrainer(cfg, model, tok, tasks, Path(cfg.output_dir), max_steps=cfg.train.max_steps,
                          callbacks=callbacks or [])
-    (task,) = tasks
-    expected = task.expected_result
+    expected = tasks[0].expected_result  # the forced "Y" answers the first task right
     trainer._engine = RolloutEngine(trainer.policy_model(), tok, engine_config(cfg), logits_processor=YesNo(tok, expected))
     return trainer, tasks
 
@@ -171,13 +173,26 @@ class KillAfter(TrainerCallback):
 
 
 def test_killed_run_resumes_without_losing_a_step(tiny_dir: Path, tmp_path: Path) -> None:
+    """Three tasks, one per step, so epoch 0 is steps 1-3 and epoch 1 starts at step 4. The run is
+    killed twice: mid-epoch (after step 1, with step 2's rollouts logged and a torn line), and at the
+    epoch boundary (after step 3; TRL's sampler alone replayed epoch 0's task order there). Both
+    resumes must reproduce the uninterrupted run: the same rollouts byte for byte, the same weights."""
     from baorl.train.callbacks import MetricsFile
 
-    full_cfg = make_cfg(tiny_dir, tmp_path / "full")
-    full, _ = build_trainer(full_cfg)
-    full.train()
+    small = {"max_steps": 4, "rollouts_per_task": 4, "micro_batch_size": 4}
 
-    cfg = make_cfg(tiny_dir, tmp_path / "killed")
+    def cfg_at(out: Path) -> TrainConfig:
+        cfg = make_cfg(tiny_dir, out, **small)
+        cfg.data.max_train_tasks = 3
+        return cfg
+
+    full, _ = build_trainer(cfg_at(tmp_path / "full"))
+    full.train()
+    full_log = (tmp_path / "full" / "rollouts.jsonl").read_text()
+    order = [json.loads(line)["task_id"] for line in full_log.splitlines()]
+    assert len(set(order[:12])) == 3 and order[12] != order[0]  # a new order in epoch 1 (else the test is blind)
+
+    cfg = cfg_at(tmp_path / "killed")
     run = Path(cfg.output_dir)
     killed, _ = build_trainer(cfg, callbacks=[MetricsFile(run / "metrics.jsonl"), KillAfter(1)])
     with pytest.raises(KeyboardInterrupt):
@@ -189,14 +204,17 @@ def test_killed_run_resumes_without_losing_a_step(tiny_dir: Path, tmp_path: Path
     assert step1 and all(json.loads(line)["step"] == 0 for line in step1)
     stale = [json.dumps({**json.loads(line), "step": 1}) for line in step1]
     rollouts.write_text("".join(line + "\n" for line in step1 + stale) + stale[0][:20])
-    resumed, _ = build_trainer(cfg, callbacks=[MetricsFile(run / "metrics.jsonl", resume_step=1)])
-    resumed.train(resume_from_checkpoint=str(run / "checkpoint-1"))
-    assert resumed.state.global_step == 2
+    mid, _ = build_trainer(cfg, callbacks=[MetricsFile(run / "metrics.jsonl", resume_step=1), KillAfter(3)])
+    with pytest.raises(KeyboardInterrupt):
+        mid.train(resume_from_checkpoint=str(run / "checkpoint-1"))
     logged = [json.loads(line) for line in rollouts.read_text().splitlines()]  # every line whole again
-    assert [r["step"] for r in logged] == [0] * len(step1) + [1] * len(step1)  # one set of episodes per step
-    assert (run.parent / "full" / "rollouts.jsonl").read_text() == rollouts.read_text()
+    assert [r["step"] for r in logged] == [s for s in range(3) for _ in range(4)]  # one set per step
+    resumed, _ = build_trainer(cfg, callbacks=[MetricsFile(run / "metrics.jsonl", resume_step=3)])
+    resumed.train(resume_from_checkpoint=str(run / "checkpoint-3"))
+    assert resumed.state.global_step == 4
+    assert full_log == rollouts.read_text()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(set(steps)) == [1, 2] and steps == sorted(steps)
+    assert sorted(set(steps)) == [1, 2, 3, 4] and steps == sorted(steps)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), "resumed run diverged from the uninterrupted one"
 
@@ -273,6 +291,35 @@ def test_cli_train_runs_and_resume_continues(tiny_dir: Path, tmp_path: Path, cap
     assert summary["best"] is None and summary["best_path"] is None and summary["policy"] == str(quiet / "final")
     assert not (quiet / "best").exists() and (quiet / "final/config.json").exists()
     assert f"novalidation(train.val_every0)·policy:hf:{quiet / 'final'}" in out()
+
+
+def test_resume_passes_over_a_half_written_checkpoint(tmp_path: Path) -> None:
+    from baorl.train.run import complete_checkpoint
+
+    for step, files in ((1, ("model.safetensors", "optimizer.pt", "trainer_state.json")),
+                        (2, ("model.safetensors", "optimizer.pt")),   # killed before its trainer state
+                        (3, ("trainer_state.json",))):                  # or with its weights missing
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        for f in files:
+            (d / f).write_text("{}")
+    assert complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-1")
+    (tmp_path / "checkpoint-1" / "trainer_state.json").write_text('{"global_')  # torn JSON
+    assert complete_checkpoint(tmp_path) is None
+
+
+def test_cli_failed_new_run_leaves_nothing_behind(tmp_path: Path, capsys) -> None:
+    import yaml
+
+    from baorl.cli.main import main
+
+    run = tmp_path / "run"
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(yaml.safe_dump({"output_dir": str(run), "model": {"path": str(tmp_path / "no-such-model")},
+                                        "train": {"max_steps": 1, "report_to": []}}))
+    assert main(["train", str(cfg_file)]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    assert not run.exists()  # so the corrected command is not refused as "not empty"
 
 
 def test_rollout_backend_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch) -> None:

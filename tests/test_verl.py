@@ -12,45 +12,25 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from trajectories import traj
 
 from baorl.config import build_config
 from baorl.gyms import load_tasks
-from baorl.records import Episode, Turn
-from baorl.rollout.trajectory import Trajectory
 from baorl.train.config import BAOSection, TrainConfig
 from baorl.train.episodes import advantage_rows, batch_advantages, score_episode
 from baorl.train.verl.advantages import bao_token_advantages, episode_rewards, mask_spans, shaped_reward_row
 from baorl.train.verl.launch import verl_overrides, write_dataset
 
-
-def traj(turns: list[tuple[str | None, float, int]], *, obs: int = 3, termination: str = "turn_limit",
-         task: str = "t") -> Trajectory:
-    """A Function-gym trajectory: (choice, reward, policy tokens) per turn, `obs` tokens between turns."""
-    ids, mask, lps, spans, records = [], [], [], [], []
-    for k, (choice, reward, n) in enumerate(turns):
-        start = len(ids)
-        ids += [100 + k] * n
-        mask += [1] * n
-        lps += [-0.5] * n
-        spans.append((start, start + n))
-        if k < len(turns) - 1:
-            ids += [7] * obs
-            mask += [0] * obs
-            lps += [0.0] * obs
-        records.append(Turn(choice=choice, reward=reward, user_involved=choice == "action"))
-    ep = Episode.from_turns(turns=records, gym="function", task_id=task, termination=termination,
-                            success=termination == "solved")
-    return Trajectory(ep, [1, 2, 3], ids, mask, lps, spans)
-
-
-# two groups of three rollouts: answer-after-answer, user actions, one-turn, identical scores,
-# an episode with no turns (prompt over budget), different lengths
+# two groups of four rollouts: answer-after-answer, user actions, one-turn, identical scores,
+# an episode with no turns (prompt over budget), a simulator error, different lengths
 GROUPS = [
     [traj([("search", 0.0, 4), ("action", 0.0, 2), ("answer", 1.0, 3)], termination="solved"),
      traj([("answer", 0.0, 5), ("answer", 0.0, 2), ("answer", 1.0, 1)], termination="solved"),
-     traj([("action", 0.0, 6), ("action", 0.0, 6), ("search", 0.0, 2), ("answer", 0.0, 2)])],
+     traj([("action", 0.0, 6), ("action", 0.0, 6), ("search", 0.0, 2), ("answer", 0.0, 2)]),
+     traj([("action", 0.0, 3), ("answer", 0.0, 2)], termination="simulator_error")],
     [traj([("answer", 1.0, 3)], termination="solved", task="u"),
      traj([("answer", 1.0, 3)], termination="solved", task="u"),
+     traj([("search", 0.0, 2), ("answer", 0.0, 2)], task="u", termination="no_tool_call"),
      traj([], termination="token_budget", task="u")],
 ]
 BATCH = [t for g in GROUPS for t in g]
@@ -64,7 +44,8 @@ PRESETS = {
 def trl_path(bao: BAOSection, width: int) -> torch.Tensor:
     """What `BAOTrainer` computes for the batch (episodes.py)."""
     scored = [score_episode(t, bao) for t in BATCH]
-    for e, a in zip(scored, batch_advantages([e.score for e in scored], 3, eps=bao.eps), strict=True):
+    adv = batch_advantages([e.score for e in scored], 4, eps=bao.eps, trained=[e.trained for e in scored])
+    for e, a in zip(scored, adv, strict=True):
         e.advantage = a
     return advantage_rows(scored, width)
 
@@ -75,9 +56,12 @@ def verl_path(bao: BAOSection, width: int) -> torch.Tensor:
     mask = torch.zeros(len(BATCH), width, dtype=torch.long)
     for i, t in enumerate(BATCH):
         _, row = episode_rewards(t, bao)
+        m = list(t.response_mask)
+        if t.episode.termination == "simulator_error":  # as BaorlAgentLoop sends it
+            m, row = [0] * len(m), [0.0] * len(row)
         rewards[i, :len(row)] = torch.tensor(row)
-        mask[i, :len(t.response_mask)] = torch.tensor(t.response_mask)
-    index = [f"uid-{i // 3}" for i in range(len(BATCH))]
+        mask[i, :len(m)] = torch.tensor(m)
+    index = [f"uid-{i // 4}" for i in range(len(BATCH))]
     adv, returns = bao_token_advantages(rewards, mask, index, score=bao.score, credit=bao.credit,
                                         gamma=bao.gamma, eps=bao.eps)
     assert torch.equal(returns != 0, (mask != 0) & (returns != 0))  # scores only on policy tokens
@@ -116,7 +100,7 @@ def test_launcher_writes_verl_data_and_overrides(tmp_path) -> None:
         "name": "smoke", "output_dir": str(tmp_path / "run"), "model": {"path": "Qwen/Qwen3-0.6B"},
         "bao": {"score": "mean", "credit": "equalized", "penalties": False},
         "loss": {"dual_clip": None},
-        "train": {"tasks_per_step": 4, "rollouts_per_task": 8, "mini_batch_tasks": 2, "max_steps": 5,
+        "train": {"tasks_per_step": 4, "rollouts_per_task": 8, "mini_batch_tasks": 2, "max_steps": 6,
                   "val_every": 0, "lr": 2e-6},
     })
     tasks = load_tasks("function")[:3]
@@ -126,12 +110,17 @@ def test_launcher_writes_verl_data_and_overrides(tmp_path) -> None:
     assert rows[0]["agent_name"] == "baorl" and rows[0]["prompt"][0]["role"] == "user"
     assert load_tasks("function")[0].model_validate_json(rows[0]["extra_info"]["task"]) == tasks[0]
 
-    ov = dict(o.split("=", 1) for o in verl_overrides(cfg, tmp_path / "run", n_train_tasks=3, n_gpus_per_node=8))
+    ov = dict(o.split("=", 1) for o in verl_overrides(cfg, tmp_path / "run", n_train_tasks=9, n_gpus_per_node=8))
     assert ov["algorithm.adv_estimator"] == "bao" and ov["actor_rollout_ref.actor.policy_loss.loss_mode"] == "bao"
     assert ov["data.train_batch_size"] == "4" and ov["actor_rollout_ref.rollout.n"] == "8"
     assert ov["actor_rollout_ref.actor.ppo_mini_batch_size"] == "2"
     assert ov["+algorithm.bao.score"] == "mean" and ov["+algorithm.bao.credit"] == "equalized"
-    assert ov["trainer.total_training_steps"] == "5" and ov["trainer.test_freq"] == "-1"
+    # verl counts rollout batches: 6 optimiser steps of 2 of the 4 tasks per batch = 3 batches; 9 tasks make
+    # 2 full batches per epoch (the partial one is dropped), so 2 epochs
+    assert ov["trainer.total_training_steps"] == "3" and ov["trainer.total_epochs"] == "2"
+    assert ov["trainer.test_freq"] == "-1" and ov["trainer.use_v1"] == "true"
+    with pytest.raises(ValueError, match="no full rollout batch"):
+        verl_overrides(cfg, tmp_path / "run", n_train_tasks=3)
     assert ov["actor_rollout_ref.actor.clip_ratio_c"] == "1000000000.0"  # dual clip off
     assert ov["actor_rollout_ref.actor.optim.lr"] == "2e-06" and ov["trainer.n_gpus_per_node"] == "8"
     assert ov["+baorl.config"].endswith("run/config.yaml")
@@ -145,7 +134,7 @@ def test_cli_engine_verl_dry_run_writes_the_run_and_prints_the_command(tmp_path,
     preset = str(Path(__file__).resolve().parents[1] / "configs" / "bao-qwen3-4b.yaml")
     rc = main(["train", preset, "--engine", "verl", "--dry-run", "--gpus-per-node", "8",
                "--verl-python", "/opt/verl/bin/python", "--verl-arg", "trainer.val_before_train=false",
-               "--set", f"output_dir={run}", "--set", "data.max_train_tasks=5"])
+               "--set", f"output_dir={run}"])
     assert rc == 0
     cmd = capsys.readouterr().out
     assert cmd.startswith("/opt/verl/bin/python -m verl.trainer.main_ppo ")
@@ -153,7 +142,20 @@ def test_cli_engine_verl_dry_run_writes_the_run_and_prints_the_command(tmp_path,
     assert cmd.rstrip().endswith("trainer.val_before_train=false")  # extra overrides come last and win
     for f in ("config.yaml", "verl/train.parquet", "verl/val.parquet", "verl/agent_loops.yaml", "verl/command.sh"):
         assert (run / f).is_file(), f
-    assert len(Dataset.from_parquet(str(run / "verl/train.parquet"))) == 5
+    assert len(Dataset.from_parquet(str(run / "verl/train.parquet"))) == 460
+    # the paper's run length in verl's unit: 30 epochs x 3 full batches of 128 of the 460 tasks
+    assert "trainer.total_training_steps=90 " in cmd and "trainer.total_epochs=30 " in cmd
     assert "BaorlAgentLoop" in (run / "verl/agent_loops.yaml").read_text()
     assert "VERL_USE_EXTERNAL_MODULES=baorl.train.verl.plugin" in (run / "verl/command.sh").read_text()
     assert main(["train", preset, "--engine", "verl", "--resume", str(run)]) == 2
+
+
+def test_cli_refuses_verls_legacy_trainer_before_any_work(tmp_path, capsys) -> None:
+    from baorl.cli.main import main
+
+    run = tmp_path / "run"
+    preset = str(Path(__file__).resolve().parents[1] / "configs" / "bao-qwen3-4b.yaml")
+    rc = main(["train", preset, "--engine", "verl", "--dry-run", "--verl-arg", "trainer.use_v1=false",
+               "--set", f"output_dir={run}"])
+    assert rc == 2
+    assert "legacy trainer" in capsys.readouterr().err and not run.exists()

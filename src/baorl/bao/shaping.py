@@ -10,7 +10,10 @@ explicit effort cost that applies to every episode:
   of a failed episode that ended early (``T' < T``); ``-0.5`` on a one-turn episode's only turn;
 - effort cost: ``-w`` on every user-involved turn of every episode (default ``w = 0``).
 
-``shaped_t = r_t + (sum of the penalties on turn t)``.
+``shaped_t = r_t + (sum of the penalties on turn t)``. Each regulariser is off entirely when its
+coefficient is 0, as in the official code (which runs each only for a coefficient > 0): with
+``c_len = 0`` there is no over-thinking penalty at all (no 0.2 base, no -0.5), so the UserRL
+baseline trains on the raw rewards.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ __all__ = ["shape_rewards"]
 OVERTHINK_BASE = 0.2
 #: the over-thinking penalty on the only turn of a failed one-turn episode
 ONE_TURN_PENALTY = 0.5
+#: the values of ``overthink_failed``: bao.md's ``sum <= 0``, or the official code's ``sum == 0``
+OVERTHINK_FAILED = ("nonpositive", "zero")
 
 
 def _check_magnitude(name: str, value: float) -> float:
@@ -54,6 +59,7 @@ def shape_rewards(
     c_len: float = 0.05,
     effort_cost: float = 0.0,
     user_choices: Iterable[Hashable] = ("answer",),
+    overthink_failed: str = "nonpositive",
 ) -> list[float]:
     """Shape one episode's turn rewards with BAO's behaviour penalties (spec: bao.md §3, "Shaping").
 
@@ -61,11 +67,17 @@ def shape_rewards(
     (``choices[t] in user_choices``)::
 
         failed        = sum_t r_t <= 0
-        rep_t         = -c_rep                                if failed and t >= 1 and t in U and t-1 in U
-        len_t         = -(c_len * (T - T') + 0.2) / (T' + 1)  if failed and T' < T and T' > 1 and t >= 1
-                        -0.5                                  if failed and T' < T and T' == 1
+        rep_t         = -c_rep                                if c_rep > 0 and failed and t >= 1
+                                                                 and t in U and t-1 in U
+        len_t         = -(c_len * (T - T') + 0.2) / (T' + 1)  if c_len > 0 and failed and T' < T
+                                                                 and T' > 1 and t >= 1
+                        -0.5                                  if c_len > 0 and failed and T' < T and T' == 1
         effort_t      = -effort_cost                          if t in U   (every episode)
         shaped_t      = r_t + rep_t + len_t + effort_t
+
+    A regulariser whose coefficient is 0 is off entirely (bao.md §3): ``c_len = 0`` removes the
+    0.2 base and the -0.5 too, so with ``c_rep = c_len = effort_cost = 0`` the result is the raw
+    rewards.
 
     Args:
         rewards: the gym's step rewards ``r_t``, one per turn (unshaped).
@@ -73,18 +85,22 @@ def shape_rewards(
         max_turns: the turn limit ``T`` the episode was played under (paper: 15).
         c_rep: information-seeking penalty per repeated user-involved turn (paper: 0.005).
         c_len: over-thinking penalty per missing turn (paper: 0.05 in the released script, 0.01 in
-            the plotted run).
+            the plotted run); 0 switches the over-thinking regulariser off.
         effort_cost: explicit user-effort cost ``w`` per user-involved turn, for the ``w``-sweep
             baseline (decided here: default 0).
         user_choices: the choices that involve the user (``answer`` in Function, Turtle, Telepathy).
+        overthink_failed: which episodes count as failed for the over-thinking regulariser:
+            ``"nonpositive"`` (bao.md: ``sum_t r_t <= 0``, as for the information-seeking one) or
+            ``"zero"`` (the official code's ``sum_t r_t == 0``). The two differ only for gyms with
+            negative step rewards (Intention's -0.2 per extra question).
 
     Returns:
         The shaped rewards, one per turn.
 
     Raises:
         ValueError: if the lengths differ, a reward is not finite, the episode is longer than
-            ``max_turns``, ``max_turns < 1``, a penalty size is negative or not finite, or
-            ``user_choices`` is a bare string.
+            ``max_turns``, ``max_turns < 1``, a penalty size is negative or not finite,
+            ``user_choices`` is a bare string, or ``overthink_failed`` is not one of its values.
 
     Decided here (the paper is silent):
         - Penalties on the same turn add up (a turn can carry rep, len and effort at once).
@@ -119,6 +135,11 @@ def shape_rewards(
 
         >>> shape_rewards([0.0], [None])
         [-0.5]
+
+        With every coefficient 0 (the UserRL baseline) nothing is shaped:
+
+        >>> shape_rewards([0.0], [None], c_rep=0.0, c_len=0.0)
+        [0.0]
     """
     if len(rewards) != len(choices):
         raise ValueError(
@@ -136,6 +157,8 @@ def shape_rewards(
     c_len = _check_magnitude("c_len", c_len)
     effort_cost = _check_magnitude("effort_cost", effort_cost)
     users = _user_choice_set(user_choices)
+    if overthink_failed not in OVERTHINK_FAILED:
+        raise ValueError(f"overthink_failed must be one of {OVERTHINK_FAILED}, got {overthink_failed!r}")
 
     shaped = [float(r) for r in rewards]
     for t, r in enumerate(shaped):
@@ -152,17 +175,19 @@ def shape_rewards(
             if involved[t]:
                 shaped[t] -= effort_cost
 
-    failed = math.fsum(float(r) for r in rewards) <= 0
-    if not failed:
+    total = math.fsum(float(r) for r in rewards)
+    if total > 0:
         return shaped
 
     # information-seeking regulariser: a user-involved turn right after another one
-    for t in range(1, n):
-        if involved[t] and involved[t - 1]:
-            shaped[t] -= c_rep
+    if c_rep > 0:
+        for t in range(1, n):
+            if involved[t] and involved[t - 1]:
+                shaped[t] -= c_rep
 
     # over-thinking regulariser: the episode stopped before the turn limit
-    if n < max_turns:
+    overthinks = total == 0 if overthink_failed == "zero" else True
+    if c_len > 0 and overthinks and n < max_turns:
         if n == 1:
             shaped[0] -= ONE_TURN_PENALTY
         else:

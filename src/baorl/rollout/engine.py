@@ -95,6 +95,8 @@ class EngineConfig(BaseModel):
     max_response_tokens: int = Field(
         7000, ge=1, description="tokens after the prompt per episode (policy and observations): the budget")
     max_new_tokens_per_turn: int = Field(512, ge=1, description="most tokens one generation may take")
+    trailing_generation: bool = Field(False, description="after the turn limit, generate once more without "
+                                      "executing the call (the official rollout's 16th generation)")
     temperature: float = Field(1.0, ge=0.0, description="sampling temperature; 0 decodes greedily")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1.0: off)")
     top_k: int = Field(0, ge=0, description="sample among the k most likely tokens only (0: off)")

@@ -42,12 +42,20 @@ class Limits:
     max_new_tokens_per_turn: int = 512
     max_turns: int | None = None
     reward_in_obs: bool | None = None
+    #: after the turn limit, generate once more without executing the call (the official rollout's
+    #: 16th generation; see `TokenEpisode.after_step`)
+    trailing_generation: bool = False
 
     @classmethod
     def of(cls, cfg: Any) -> Limits:
         """The limits of any config with these fields (`EngineConfig`, `RolloutSection`)."""
-        return cls(cfg.max_prompt_tokens, cfg.max_response_tokens, cfg.max_new_tokens_per_turn,
-                   cfg.max_turns, cfg.reward_in_obs)
+        per_turn = cfg.max_new_tokens_per_turn or cfg.max_response_tokens  # None: only the budget bounds a turn
+        return cls(cfg.max_prompt_tokens, cfg.max_response_tokens, per_turn, cfg.max_turns, cfg.reward_in_obs,
+                   bool(getattr(cfg, "trailing_generation", False)))
+
+
+#: the feedback recorded for a generation made after the turn limit (``Limits.trailing_generation``)
+TRAILING_FEEDBACK = "not executed: the turn limit was reached"
 
 
 def eos_ids(tokenizer: Any, model: Any = None) -> set[int]:
@@ -97,6 +105,7 @@ class TokenEpisode:
     turn_start: int = 0
     parsed: ParsedAction | None = None
     ended_turn: bool = False           # the policy emitted the end-of-turn token itself
+    trailing: bool = False             # the turn limit was reached: this generation is not executed
     meta: dict[str, Any] = field(default_factory=dict)  # the current turn's token counts
     result: Trajectory | None = None
 
@@ -163,6 +172,10 @@ class TokenEpisode:
         parsed = parse_action(rule.renderer.decode(ids))
         meta = {"prompt_tokens": self.turn_start, "completion_tokens": len(self.ids) - self.turn_start,
                 "stop_reason": reason}
+        if self.trailing:  # generated after the turn limit: recorded (reward 0), never executed
+            self.turns.append(Turn(choice=None, think=parsed.think, feedback=TRAILING_FEEDBACK, **meta))
+            self.finish("turn_limit", policy=policy)
+            return None
         if reason == "budget":
             self.turns.append(Turn(choice=None, think=parsed.think, feedback="token budget exhausted", **meta))
             self.finish("token_budget", policy=policy)
@@ -183,9 +196,15 @@ class TokenEpisode:
             reward=float(reward), feedback=info.get("feedback", obs), user_involved=bool(info.get("user_involved")),
             think=self.parsed.think if self.parsed is not None else "", **self.meta,
         ))
-        if terminated or truncated:
-            termination = info.get("termination", "turn_limit")
-            self.finish(termination, policy=policy, success=termination == "solved")
+        termination = info.get("termination", "turn_limit")
+        if truncated and not terminated and termination == "turn_limit" and limits.trailing_generation:
+            # the official rollout's off-by-one: after the T-th executed call the policy generates once
+            # more; that call is never executed, but the turn is trained on (reward 0)
+            self.trailing = True
+        elif terminated or truncated:
+            extra = ({"simulator_error": info.get("simulator_error") or info.get("feedback", obs)}
+                     if termination == "simulator_error" else {})
+            self.finish(termination, policy=policy, success=termination == "solved", **extra)
             return False
         seg = renderer.encode(renderer.observation_text(obs, policy_ended_turn=self.ended_turn))
         if len(seg) >= limits.max_response_tokens - self.response_len:

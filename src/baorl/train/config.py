@@ -68,7 +68,12 @@ class RolloutSection(StrictModel):
     max_turns: int | None = Field(None, ge=1, description="turn limit T (None: the gym's own)")
     max_prompt_tokens: int = Field(1152, ge=1)
     max_response_tokens: int = Field(7000, ge=1, description="episode budget after the prompt")
-    max_new_tokens_per_turn: int = Field(512, ge=1)
+    max_new_tokens_per_turn: int | None = Field(
+        512, ge=1, description="most tokens one generation may take (None: a turn is bounded only by what is "
+        "left of the response budget, as in the official rollout)")
+    trailing_generation: bool = Field(
+        False, description="after the turn limit, generate once more without executing the call and train on "
+        "that turn (the official rollout's 16th generation, an off-by-one; off by default)")
     temperature: float = Field(1.0, gt=0.0, description="rollout sampling temperature (validation is greedy)")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     batch_size: int = Field(64, ge=1, description="episodes decoded together")
@@ -88,6 +93,9 @@ class BAOSection(StrictModel):
     c_rep: float = Field(0.005, ge=0.0, description="information-seeking penalty per repeated answer")
     c_len: float = Field(0.05, ge=0.0, description="over-thinking penalty per missing turn")
     effort_cost: float = Field(0.0, ge=0.0, description="w: cost per user-involved turn, every episode")
+    overthink_failed: Literal["nonpositive", "zero"] = Field(
+        "nonpositive", description="failed episodes for the over-thinking regulariser: bao.md's sum of rewards "
+        "<= 0, or the official code's == 0 (differ only where step rewards can be negative)")
     score: Literal["sum", "mean", "r2g"] = Field("sum", description="trajectory score S")
     credit: Literal["r2g", "equalized", "em"] = Field("r2g", description="turn credits")
     gamma: float = Field(0.8, gt=0.0, le=1.0, description="discount of r2g credits / score")
@@ -146,6 +154,10 @@ class TrainConfig(StrictModel):
         mini = t.mini_batch_tasks or t.tasks_per_step
         if mini > t.tasks_per_step or t.tasks_per_step % mini:
             raise ValueError(f"train.mini_batch_tasks ({mini}) must divide train.tasks_per_step ({t.tasks_per_step})")
+        if t.max_steps is not None and t.max_steps % (t.tasks_per_step // mini):
+            raise ValueError(f"train.max_steps ({t.max_steps}) must be a multiple of the optimiser steps per rollout "
+                             f"batch (tasks_per_step / mini_batch_tasks = {t.tasks_per_step // mini}): a run ends "
+                             f"on a whole rollout batch")
         rows = mini * t.rollouts_per_task
         if rows % t.micro_batch_size:
             raise ValueError(f"train.micro_batch_size ({t.micro_batch_size}) must divide the episodes per "

@@ -10,6 +10,13 @@ This is the only place the trainer touches the BAO mathematics, and it only call
     row     = token_advantages(credits, A, turn lengths)       # placed on the turn spans
 
 so the same function serves every engine (TRL here, verl in `baorl.train.verl`).
+
+An episode that ended in ``simulator_error`` is not the agent's failure (bao.md §3): it is not
+trained on (``trained`` False: zero credits, hence zero token advantage; the engines also drop its
+tokens from the loss mask) and it stays out of its group's mean and std (`batch_advantages`), so
+the rest of the group trains as if it had not been played. So does an episode with no policy
+token at all (its prompt was over the budget): it says nothing about the policy (decided here;
+the verl path, which sees only token masks, can tell no other way).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ class ScoredEpisode:
     raw_score: float
     termination: str
     advantage: float = 0.0
+    trained: bool = True
+    """False for a ``simulator_error`` episode or one without policy tokens: no advantage, out of the
+    group statistics."""
 
 
 def score_episode(traj: Trajectory, cfg: BAOSection, *, max_turns: int | None = None) -> ScoredEpisode:
@@ -58,28 +68,45 @@ def score_episode(traj: Trajectory, cfg: BAOSection, *, max_turns: int | None = 
     ep = traj.episode
     cls = gym_class(ep.gym)
     T = max_turns or cls.default_max_turns
+    if ep.termination == "turn_limit":  # never "ended early", even with a trailing generation (T + 1 turns)
+        T = max(T, len(traj.turn_rewards))
     shaped = shape_rewards(
         traj.turn_rewards, traj.turn_choices, max_turns=T,
         c_rep=cfg.c_rep if cfg.penalties else 0.0, c_len=cfg.c_len if cfg.penalties else 0.0,
         effort_cost=cfg.effort_cost, user_choices=tuple(cls.user_choices),
+        overthink_failed=cfg.overthink_failed,
     )
+    trained = ep.termination != "simulator_error" and bool(traj.turn_spans)
+    credits = turn_credits(shaped, cfg.credit, gamma=cfg.gamma) if trained else [0.0] * len(shaped)
     return ScoredEpisode(
-        rewards=traj.turn_rewards, choices=traj.turn_choices, shaped=shaped, score=trajectory_score(shaped, cfg.score, gamma=cfg.gamma),
-        credits=turn_credits(shaped, cfg.credit, gamma=cfg.gamma), turn_lengths=traj.turn_lengths,
-        turn_spans=list(traj.turn_spans), response_len=len(traj.response_ids), user_actions=ep.user_actions,
-        turns=len(ep.turns), success=ep.success, raw_score=ep.score, termination=ep.termination,
+        rewards=traj.turn_rewards, choices=traj.turn_choices, shaped=shaped,
+        score=trajectory_score(shaped, cfg.score, gamma=cfg.gamma), credits=credits,
+        turn_lengths=traj.turn_lengths, turn_spans=list(traj.turn_spans), response_len=len(traj.response_ids),
+        user_actions=ep.user_actions, turns=len(ep.turns), success=ep.success, raw_score=ep.score,
+        termination=ep.termination, trained=trained,
     )
 
 
-def batch_advantages(scores: Sequence[float], group_size: int, *, eps: float = 1e-6) -> list[float]:
+def batch_advantages(scores: Sequence[float], group_size: int, *, eps: float = 1e-6,
+                     trained: Sequence[bool] | None = None) -> list[float]:
     """Group-normalised advantages of a batch laid out as consecutive groups of `group_size` rollouts.
+
+    Episodes with ``trained[i]`` False (simulator errors) get advantage 0 and stay out of their
+    group's mean and std: each becomes a group of its own, which `group_advantages` gives 0.
 
     >>> [round(a, 4) for a in batch_advantages([1.0, 0.0, 0.5, 0.5], 2)]
     [0.7071, -0.7071, 0.0, 0.0]
+    >>> [round(a, 3) for a in batch_advantages([1.0, 0.0, 0.0, 9.0], 4, trained=[True, True, True, False])]
+    [1.155, -0.577, -0.577, 0.0]
     """
     if len(scores) % group_size:
         raise ValueError(f"{len(scores)} scores do not split into groups of {group_size}")
-    return group_advantages(list(scores), [i // group_size for i in range(len(scores))], eps=eps)
+    if trained is not None and len(trained) != len(scores):
+        raise ValueError(f"{len(trained)} trained flags for {len(scores)} scores")
+    groups: list[object] = [i // group_size for i in range(len(scores))]
+    if trained is not None:
+        groups = [g if ok else ("untrained", i) for i, (g, ok) in enumerate(zip(groups, trained, strict=True))]
+    return group_advantages(list(scores), groups, eps=eps)
 
 
 def advantage_rows(episodes: Sequence[ScoredEpisode], width: int, *, dtype: torch.dtype = torch.float32,

@@ -25,7 +25,7 @@ from baorl.config import load_config, save_config
 from baorl.train.callbacks import MetricsFile, RichProgress, Validation, save_policy
 from baorl.train.config import TrainConfig
 
-__all__ = ["run_train", "validation_metrics", "resolve_run"]
+__all__ = ["run_train", "validation_metrics", "resolve_run", "complete_checkpoint"]
 
 console = Console(stderr=True)
 
@@ -74,10 +74,52 @@ def resolve_backend(backend: str, use_cpu: bool | None = None) -> str:
     return backend
 
 
+def complete_checkpoint(run_dir: Path) -> str | None:
+    """The newest whole checkpoint of a run: a ``checkpoint-N`` whose trainer state (written last by
+    transformers), weights and optimiser state are all there. A checkpoint half-written when the run
+    was killed is passed over, so the run resumes from the one before it."""
+    found = []
+    for d in run_dir.glob("checkpoint-*"):
+        step = d.name.split("-")[-1]
+        weights = any((d / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
+                                                  "adapter_model.safetensors", "pytorch_model.bin"))
+        if step.isdigit() and weights and (d / "trainer_state.json").is_file() and (d / "optimizer.pt").is_file():
+            try:
+                json.loads((d / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            found.append((int(step), d))
+    if not found:
+        return None
+    skipped = sorted(int(d.name.split("-")[-1]) for d in run_dir.glob("checkpoint-*")
+                     if d.name.split("-")[-1].isdigit() and int(d.name.split("-")[-1]) > max(found)[0])
+    if skipped:
+        console.print(f"[yellow]checkpoint-{skipped[-1]} is incomplete (killed while it was written); "
+                      f"resuming from {max(found)[1].name}[/]")
+    return str(max(found)[1])
+
+
 def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
-    """Train; returns the run summary. `resume` continues the run in that directory."""
+    """Train; returns the run summary. `resume` continues the run in that directory.
+
+    A new run that fails before its first checkpoint (a bad model path, a bad task file) removes
+    the directory it created, so the corrected command is not refused as "not empty".
+    """
+    run_dir = Path(cfg.output_dir)
+    created = resume is None and not run_dir.exists()
+    try:
+        return _run_train(cfg, resume=resume)
+    except Exception:
+        if created and run_dir.is_dir() and complete_checkpoint(run_dir) is None and not any(
+                run_dir.glob("checkpoint-*")):
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
 
     from baorl.models import load_model
     from baorl.rollout.engine import RolloutEngine
@@ -88,7 +130,7 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
         raise ValueError(f"engine {cfg.engine!r}: use `baorl train --engine verl` (see the README, scale-out)")
     cfg.rollout.backend = resolve_backend(cfg.rollout.backend, cfg.train.use_cpu)
     run_dir = Path(cfg.output_dir)
-    checkpoint = get_last_checkpoint(str(run_dir)) if resume and run_dir.is_dir() else None
+    checkpoint = complete_checkpoint(run_dir) if resume and run_dir.is_dir() else None
     if resume is None and run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(f"output_dir {run_dir} is not empty; resume it with --resume {run_dir} or pick another")
     run_dir.mkdir(parents=True, exist_ok=True)

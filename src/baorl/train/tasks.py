@@ -8,7 +8,8 @@ from typing import Any
 from baorl.gyms import Task, load_tasks
 from baorl.train.config import TrainConfig
 
-__all__ = ["make_user_for", "training_tasks", "validation_tasks", "total_steps"]
+__all__ = ["make_user_for", "training_tasks", "validation_tasks", "rollout_steps_per_epoch", "rollout_steps",
+           "total_steps"]
 
 
 def make_user_for(cfg: TrainConfig) -> Any:
@@ -34,9 +35,28 @@ def validation_tasks(cfg: TrainConfig) -> list[Task]:
     return tasks
 
 
+def rollout_steps_per_epoch(cfg: TrainConfig, n_tasks: int) -> int:
+    """Full rollout batches in one pass over `n_tasks` tasks: the last partial batch is dropped, as
+    verl's dataloader (``drop_last``) and TRL's ``RepeatSampler`` both do (460 tasks / 128 = 3)."""
+    per_epoch = n_tasks // cfg.train.tasks_per_step
+    if per_epoch < 1:
+        raise ValueError(f"data: {n_tasks} training tasks make no full rollout batch of train.tasks_per_step="
+                         f"{cfg.train.tasks_per_step} (a partial batch is dropped); lower train.tasks_per_step "
+                         f"or use more tasks")
+    return per_epoch
+
+
+def rollout_steps(cfg: TrainConfig, n_tasks: int) -> int:
+    """Rollout batches of the run (verl's ``total_training_steps``): ``ceil(max_steps / updates per
+    rollout)``, or ``epochs`` passes of `rollout_steps_per_epoch` (the paper: 30 x 3 = 90)."""
+    if cfg.train.max_steps is not None:
+        return math.ceil(cfg.train.max_steps / cfg.updates_per_rollout)
+    return max(1, math.floor(cfg.train.epochs * rollout_steps_per_epoch(cfg, n_tasks) + 1e-9))
+
+
 def total_steps(cfg: TrainConfig, n_tasks: int) -> int:
-    """Optimiser steps of the run: ``max_steps``, or ``epochs`` passes over the tasks."""
+    """Optimiser steps of the run (TRL's ``max_steps``): ``max_steps``, or `rollout_steps` times the
+    optimiser steps per rollout batch (the paper: 90 x 128/16 = 720)."""
     if cfg.train.max_steps is not None:
         return cfg.train.max_steps
-    batches = math.ceil(cfg.train.epochs * n_tasks / cfg.train.tasks_per_step)
-    return max(1, batches) * cfg.updates_per_rollout
+    return rollout_steps(cfg, n_tasks) * cfg.updates_per_rollout

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from baorl.bao import ppo_loss
 from baorl.gyms import Task, gym_class
@@ -40,7 +41,7 @@ from baorl.train.callbacks import keep_steps
 from baorl.train.config import TrainConfig
 from baorl.train.episodes import ScoredEpisode, advantage_rows, batch_advantages, score_episode
 
-__all__ = ["BAOTrainer", "NonFiniteLossError", "grpo_args", "engine_config", "vllm_args"]
+__all__ = ["BAOTrainer", "EpochRepeatSampler", "NonFiniteLossError", "grpo_args", "engine_config", "vllm_args"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,8 +58,9 @@ def engine_config(cfg: TrainConfig, *, greedy: bool = False) -> EngineConfig:
     r = cfg.rollout
     return EngineConfig(
         max_turns=r.max_turns, max_prompt_tokens=r.max_prompt_tokens, max_response_tokens=r.max_response_tokens,
-        max_new_tokens_per_turn=r.max_new_tokens_per_turn, temperature=0.0 if greedy else r.temperature,
-        top_p=1.0 if greedy else r.top_p, batch_size=r.batch_size, max_kv_gib=r.max_kv_gib, chat_template=cfg.model.chat_template,
+        max_new_tokens_per_turn=r.max_new_tokens_per_turn or r.max_response_tokens, temperature=0.0 if greedy else r.temperature,
+        top_p=1.0 if greedy else r.top_p, trailing_generation=r.trailing_generation and not greedy,
+        batch_size=r.batch_size, max_kv_gib=r.max_kv_gib, chat_template=cfg.model.chat_template,
         template_kwargs=cfg.model.template_kwargs, reward_in_obs=r.reward_in_obs, seed=cfg.train.seed,
     )
 
@@ -131,6 +133,36 @@ def vllm_args(cfg: TrainConfig) -> dict[str, Any]:
             "vllm_max_model_length": r.max_prompt_tokens + r.max_response_tokens}
 
 
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's `RepeatSampler` whose task order is a function of the epoch, so a resumed run sees the
+    order the uninterrupted run saw.
+
+    TRL's sampler draws each epoch's permutation from one generator as it goes; transformers, on
+    resume, calls ``set_epoch`` rather than replaying the epochs before, so a run resumed in epoch
+    ``e`` used to draw epoch 0's order again. Here the ``e``-th permutation is recomputed from the
+    seed (the same sequence TRL's uninterrupted run draws).
+    """
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.epoch: int | None = None
+        self._iterations = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Any:
+        epoch = self._iterations if self.epoch is None else self.epoch
+        self._iterations += 1
+        if self.shuffle:
+            self.generator = torch.Generator()
+            if self.seed is not None:
+                self.generator.manual_seed(self.seed)
+            for _ in range(epoch):  # the permutations of the epochs before
+                torch.randperm(self.num_samples, generator=self.generator)
+        return super().__iter__()
+
+
 class BAOTrainer(GRPOTrainer):
     """TRL's GRPO trainer with baorl's multi-turn rollouts and BAO's advantages and loss.
 
@@ -178,6 +210,14 @@ class BAOTrainer(GRPOTrainer):
             keep_steps(self.run_dir / "rollouts.jsonl", lambda step: step < done)  # rollout steps count from 0
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kw)
 
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        """TRL's sampler, made exact on resume at any epoch (`EpochRepeatSampler`)."""
+        base = super()._get_train_sampler(dataset)
+        return EpochRepeatSampler(
+            data_source=dataset if dataset is not None else self.train_dataset,
+            mini_repeat_count=base.mini_repeat_count, batch_size=base.batch_size,
+            repeat_count=base.repeat_count, shuffle=base.shuffle, seed=base.seed)
+
     # ---- the policy as the rollout engine sees it ------------------------------------------------
     def policy_model(self) -> Any:
         """The bare transformers model (LoRA layers stay injected and active)."""
@@ -219,12 +259,13 @@ class BAOTrainer(GRPOTrainer):
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": [],
                                 "bao_score": [e.score for e in self._scored]}
         pad = self.processing_class.pad_token_id
-        for tr in trajs:
+        for tr, e in zip(trajs, self._scored, strict=True):
             out["prompt_ids"].append(list(tr.prompt_ids))
             if tr.response_ids:
                 out["completion_ids"].append(list(tr.response_ids))
                 out["logprobs"].append(list(tr.logprobs))
-                out["env_mask"].append(list(tr.response_mask))
+                # a simulator error is not the agent's doing: none of its tokens enter the loss
+                out["env_mask"].append(list(tr.response_mask) if e.trained else [0] * len(tr.response_ids))
             else:  # an episode that ended before generating (prompt over budget): one inert token
                 out["completion_ids"].append([pad])
                 out["logprobs"].append([0.0])
@@ -232,8 +273,11 @@ class BAOTrainer(GRPOTrainer):
         return out
 
     def _log_rollouts(self, scored: Sequence[ScoredEpisode], seconds: float, stats: dict[str, float]) -> None:
-        n = max(len(scored), 1)
         m = self._metrics["train"]
+        # simulator errors are counted, and kept out of the episode means (they are not the agent's)
+        m["episode/simulator_errors"].append(float(sum(not e.trained for e in scored)))
+        scored = [e for e in scored if e.trained]
+        n = max(len(scored), 1)
         turns = sum(e.turns for e in scored)
         m["episode/score"].append(sum(e.raw_score for e in scored) / n)
         m["episode/success"].append(sum(e.success for e in scored) / n)
@@ -243,7 +287,7 @@ class BAOTrainer(GRPOTrainer):
         for reason in ("no_tool_call", "token_budget", "turn_limit"):
             m[f"episode/ended_{reason}"].append(sum(e.termination == reason for e in scored) / n)
         m["episode/shaped_penalty"].append(
-            sum(sum(e.shaped) - e.raw_score for e in scored) / n)
+            sum(sum(e.shaped) - sum(e.rewards) for e in scored) / n)
         m["time/rollout_s"].append(seconds)
         m["time/rollout_tokens_per_s"].append(stats.get("generated", 0) / max(seconds, 1e-9))
 
@@ -256,7 +300,8 @@ class BAOTrainer(GRPOTrainer):
             raise RuntimeError("rollout rows and TRL's batch rows disagree; a TRL change broke the adapter")
         device = out["completion_ids"].device
         scores = self.accelerator.gather(torch.tensor([e.score for e in local], device=device, dtype=torch.float64))
-        adv = batch_advantages(scores.tolist(), self.num_generations, eps=self.cfg.bao.eps)
+        trained = self.accelerator.gather(torch.tensor([e.trained for e in local], device=device, dtype=torch.bool))
+        adv = batch_advantages(scores.tolist(), self.num_generations, eps=self.cfg.bao.eps, trained=trained.tolist())
         start = self.accelerator.process_index * len(local)
         for i, e in enumerate(local):
             e.advantage = adv[start + i]

@@ -109,7 +109,10 @@ def bao_token_advantages(
     spans = [mask_spans(mask[i]) for i in range(mask.shape[0])]
     shaped = [[float(rewards[i, end - 1]) for _, end in sp] for i, sp in enumerate(spans)]
     scores = [trajectory_score(s, score, gamma=gamma) for s in shaped]
-    adv = group_advantages(scores, [str(x) for x in index], eps=eps)
+    # an episode without policy tokens (a simulator error, whose mask the agent loop zeroes, or a
+    # prompt over budget) stays out of its group's statistics: a group of its own gets A = 0
+    groups = [str(x) if sp else ("untrained", i) for i, (x, sp) in enumerate(zip(index, spans, strict=True))]
+    adv = group_advantages(scores, groups, eps=eps)
     out = torch.zeros_like(rewards)
     ret = torch.zeros_like(rewards)
     for i, (sp, s) in enumerate(zip(spans, shaped, strict=True)):

@@ -80,6 +80,10 @@ class BaorlAgentLoop(AgentLoopBase):
         if not path:
             raise ValueError("verl config has no baorl.config (the baorl run config's path); launch with "
                              "`baorl train CONFIG --engine verl`")
+        if not self.config.get("trainer", {}).get("use_v1", True):
+            from baorl.train.verl.launch import LEGACY_TRAINER
+
+            raise ValueError(LEGACY_TRAINER)
         cfg, renderer, rule, limits, user = _setup(str(path), self.tokenizer)
         info = kwargs.get("extra_info") or {}
         if "gym" not in info or "task" not in info:
@@ -105,12 +109,17 @@ class BaorlAgentLoop(AgentLoopBase):
         traj = await aplay_tokens(gym, generate, renderer, rule, limits, seed=int(info.get("seed", 0)),
                                   policy=f"verl:{cfg.model.path}")
         score, row = episode_rewards(traj, cfg.bao, max_turns=cfg.rollout.max_turns)
+        mask = list(traj.response_mask)
+        if traj.episode.termination == "simulator_error":
+            # not the agent's failure (bao.md §3): no token of it is trained on, and with an empty
+            # mask the ``bao`` estimator keeps it out of its group's mean and std
+            mask, row = [0] * len(mask), [0.0] * len(row)
         # an episode whose prompt was over budget has no turns; keep verl's prompt width
         prompt_ids = traj.prompt_ids if traj.turn_spans else traj.prompt_ids[-limits.max_prompt_tokens:]
         return BaorlAgentLoopOutput(
             prompt_ids=prompt_ids,
             response_ids=traj.response_ids,
-            response_mask=traj.response_mask,
+            response_mask=mask,
             response_logprobs=traj.logprobs,
             reward_score=score,
             shaped_row=row,

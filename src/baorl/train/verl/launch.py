@@ -19,6 +19,7 @@ suite; verl runs in its own environment (``make verl-env``), named by ``--verl-p
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -30,7 +31,7 @@ from baorl.config import save_config
 from baorl.gyms import Task, gym_class
 from baorl.train.config import TrainConfig
 
-__all__ = ["write_dataset", "verl_overrides", "launch_verl", "VERL_PYTHON"]
+__all__ = ["write_dataset", "verl_overrides", "check_extra_overrides", "launch_verl", "VERL_PYTHON"]
 
 #: the interpreter of the environment `make verl-env` builds
 VERL_PYTHON = ".venv-verl/bin/python"
@@ -75,9 +76,13 @@ def _q(value: object) -> str:
 def verl_overrides(cfg: TrainConfig, run_dir: Path, *, n_train_tasks: int, n_gpus_per_node: int = 1,
                    nnodes: int = 1, model_path: str | None = None) -> list[str]:
     """Hydra overrides of verl's ``ppo_trainer`` config that express `cfg` (see the module docstring)."""
-    from baorl.train.tasks import total_steps
+    from baorl.train.tasks import rollout_steps, rollout_steps_per_epoch
 
     r, b, t, lo = cfg.rollout, cfg.bao, cfg.train, cfg.loss
+    # verl counts rollout batches (one `ppo_mini_batch_size` split per batch), and stops at whichever
+    # comes first of total_training_steps and total_epochs x batches per epoch: set both
+    steps = rollout_steps(cfg, n_train_tasks)
+    epochs = math.ceil(steps / rollout_steps_per_epoch(cfg, n_train_tasks))
     # shaping (penalties, effort cost) happens in the agent loop, which reads RUN/config.yaml
     verl_dir = run_dir / "verl"
     a = "actor_rollout_ref"
@@ -121,7 +126,10 @@ def verl_overrides(cfg: TrainConfig, run_dir: Path, *, n_train_tasks: int, n_gpu
         "algorithm.adv_estimator": "bao",
         "algorithm.use_kl_in_reward": False,
         "algorithm.gamma": b.gamma,
-        "trainer.total_training_steps": total_steps(cfg, n_train_tasks),
+        "trainer.total_training_steps": steps,
+        "trainer.total_epochs": epochs,
+        # the v1 (TransferQueue) trainer: the legacy one drops the per-turn shaped rewards (see launch_verl)
+        "trainer.use_v1": True,
         "trainer.save_freq": t.save_every,
         "trainer.test_freq": t.val_every if t.val_every > 0 else -1,
         "trainer.val_before_train": t.val_at_start,
@@ -145,12 +153,28 @@ def verl_overrides(cfg: TrainConfig, run_dir: Path, *, n_train_tasks: int, n_gpu
     return out
 
 
+#: why verl's legacy trainer is refused (see `check_extra_overrides`)
+LEGACY_TRAINER = (
+    "trainer.use_v1=false selects verl's legacy trainer, which rebuilds rm_scores from each episode's final "
+    "score and drops the per-turn shaped rewards BAO's advantages are computed from (bao.md §3); baorl "
+    "runs on verl's v1 trainer only: remove the override")
+
+
+def check_extra_overrides(extra: Sequence[str]) -> None:
+    """Refuse, before any work, ``--verl-arg`` overrides that would silently change what BAO trains on."""
+    for item in extra:
+        key, _, value = item.partition("=")
+        if key.lstrip("+~") == "trainer.use_v1" and value.strip().lower() in ("false", "0", "no", "off", "null"):
+            raise ValueError(LEGACY_TRAINER)
+
+
 def launch_verl(cfg: TrainConfig, *, python: str | None = None, ray_address: str | None = None,
                 n_gpus_per_node: int = 1, nnodes: int = 1, extra: Sequence[str] = (), dry_run: bool = False) -> int:
     """Write the run's verl files and run verl (or, with `dry_run`, print the command); returns its exit code."""
     from baorl.models.loading import resolve_model
     from baorl.train.tasks import training_tasks, validation_tasks
 
+    check_extra_overrides(extra)
     run_dir = Path(cfg.output_dir).resolve()
     verl_dir = run_dir / "verl"
     train, val = training_tasks(cfg), validation_tasks(cfg)
