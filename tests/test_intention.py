@@ -62,8 +62,6 @@ class FailingUser(CannedUser):
         raise SimulatorError("simulator returned no JSON after 3 retries")
 
 
-
-
 def request(task_id: str) -> IntentionTask:
     return next(t for t in IntentionGym.embedded_tasks("all") if t.id == task_id)
 
@@ -118,7 +116,21 @@ def test_prompt_shows_category_and_request_only():
     assert task.category in obs and task.task in obs
     for d in task.missing_details:
         assert d.description not in obs and d.inquiry not in obs and d.inquiry not in info["system_prompt"]
-    assert info["max_turns"] == 10 and info["user_choices"] == ["action", "answer"]
+    assert info["max_turns"] == 15 and info["user_choices"] == ["action", "answer"]
+    assert "15 turns" in info["system_prompt"]
+    # as in UserRL, the system prompt offers one choice: a clarifying question
+    assert "'action'" in info["system_prompt"] and "answer" not in info["system_prompt"]
+
+
+def test_turn_limit_is_userrls_15():
+    # UserRL trains with multi_turn.max_turns=16, which executes at most 15 tool calls, and its
+    # environment manager defaults this gym to 15 steps; baorl once decided 10 on its own.
+    assert IntentionGym.default_max_turns == 15
+    gym = IntentionGym(synthetic(["3", "2"]), user=CannedUser())
+    gym.reset()
+    steps = [gym.step(f"[action] off-topic {n}") for n in range(15)]
+    assert not any(s[2] or s[3] for s in steps[:14])
+    assert steps[-1][3] and steps[-1][4]["termination"] == "turn_limit"
 
 
 def test_rewards_follow_what_each_question_uncovers():
@@ -151,23 +163,44 @@ def test_one_question_covering_everything_is_penalised_but_solves():
     assert reward == pytest.approx(0.6) and term and info["termination"] == "solved"
 
 
-def test_answer_submits_and_ends_without_reward():
+def test_answer_is_a_question_like_action():
+    # UserRL's Intention gym strips "[answer]" like "[action]" and sends the text to the user as a
+    # question: same reply, same coverage reward, and the episode goes on.
+    fake = CannedUser([[0], [1], [2]])
+    gym = IntentionGym(synthetic(["3", "2", "1"]), user=fake)
+    gym.reset()
+    obs, reward, term, trunc, info = gym.step("[answer] What is your budget?")
+    assert obs == "reply to: What is your budget?" and reward == pytest.approx(1.0)
+    assert not term and not trunc and "termination" not in info
+    assert info["valid"] and info["user_involved"] and info["covered"] == [0] and info["remaining"] == 2
+    assert gym.step("[action] Where to?")[1] == pytest.approx(0.7)
+    obs, reward, term, trunc, info = gym.step("[answer] Alone or with others?")
+    assert reward == pytest.approx(0.4) and term and info["termination"] == "solved"
+    assert fake.seen_remaining == [[0, 1, 2], [1, 2], [2]]
+
+
+def test_an_answer_covering_nothing_earns_nothing_and_continues():
+    gym = IntentionGym(synthetic(["3"]), user=CannedUser([[]]))
+    gym.reset()
+    obs, reward, term, trunc, info = gym.step("[answer] Plan a trip to the seaside for two.")
+    assert reward == 0.0 and not term and not trunc and info["covered"] == [] and info["remaining"] == 1
+
+
+def test_finish_is_the_only_early_stop():
     gym = IntentionGym(synthetic(["3", "2"]), user=CannedUser([[0]]))
     gym.reset()
     assert gym.step("[action] q")[1] == pytest.approx(1.0)
-    obs, reward, term, trunc, info = gym.step("[answer] Plan a trip to the seaside for two.")
-    assert term and not trunc and reward == 0.0
-    assert info["termination"] == "finish" and info["submitted"] and info["remaining"] == 1
-    assert info["user_involved"] is True
+    obs, reward, term, trunc, info = gym.step("[finish]")
+    assert term and not trunc and reward == 0.0 and info["termination"] == "finish"
     with pytest.raises(RuntimeError, match="episode is over"):
         gym.step("[action] more?")
 
 
-def test_answer_on_the_last_turn_is_a_finish_not_a_turn_limit():
-    gym = IntentionGym(synthetic(["3"]), user=CannedUser(), max_turns=1)
+def test_answer_on_the_last_turn_hits_the_turn_limit():
+    gym = IntentionGym(synthetic(["3", "2"]), user=CannedUser([[]]), max_turns=1)
     gym.reset()
     obs, reward, term, trunc, info = gym.step("[answer] summary")
-    assert term and not trunc and info["termination"] == "finish"
+    assert trunc and not term and info["termination"] == "turn_limit"
 
 
 def test_turn_limit_and_reset():
@@ -202,6 +235,7 @@ def test_search_is_not_an_intention_choice():
     gym.reset()
     obs, reward, term, trunc, info = gym.step("[search] flights")
     assert info["valid"] is False and reward == 0 and not term
+    assert obs.endswith(IntentionGym.format_hint(gym)) and "'answer'" not in obs
 
 
 # ---- task data ---------------------------------------------------------------------------------

@@ -15,7 +15,14 @@ from baorl.agents.base import tool_call_text
 from baorl.agents.scripted import ReplayAgent as Script
 from baorl.gyms import load_tasks, make
 from baorl.gyms.base import TaskDataError
-from baorl.gyms.turtle import TurtleGym, TurtleTask, coverage_feedback
+from baorl.gyms.turtle import (
+    COVERED_FOOTER,
+    COVERED_HEADER,
+    NOTHING_COVERED,
+    TurtleGym,
+    TurtleTask,
+    coverage_feedback,
+)
 from baorl.rollout.play import play_episode
 from baorl.users import SimulatorError, TurtleUser, make_user
 from baorl.users import embedding as embedding_module
@@ -61,8 +68,6 @@ class CannedUser:
 class FailingUser(CannedUser):
     async def judge(self, task: Any, explanation: str) -> list[float]:
         raise SimulatorError("judge endpoint down after 3 retries")
-
-
 
 
 def story(task_id: str = "emb-t01") -> TurtleTask:
@@ -144,7 +149,8 @@ def test_success_threshold_ends_the_episode():
     gym.reset()
     obs, reward, term, trunc, info = gym.step("[answer] x")
     assert term and not trunc and info["termination"] == "solved" and reward == pytest.approx(0.7)
-    assert "solved" in obs
+    # as in UserRL, the feedback lists the covered statements whether or not the story is solved
+    assert obs == coverage_feedback([1.0, 1.0, 0.0], [i.statement for i in story("emb-t01").evaluation])
     with pytest.raises(ValueError, match="success_threshold"):
         TurtleGym(story(), user=CannedUser(), success_threshold=0.0)
 
@@ -157,34 +163,67 @@ def test_reset_clears_the_best_score():
     assert gym.step("[answer] x")[1] == pytest.approx(0.3)
 
 
-FEEDBACK = re.compile(
-    r"^(Correct: your explanation covers all \d key points of the story\."
-    r"|Your explanation covers none of the \d key points of the story\. Keep asking or explain again\."
-    r"|Your explanation covers \d of \d key points: (point \d (fully|partly)(, )?)+"
-    r"(; points? [\d, ]+ (is|are) missing)?\. "
-    r"(Keep asking or explain again|That is enough: the story is solved)\.)$"
-)
+def listed_statements(obs: str) -> list[str]:
+    """The statements a feedback text lists (the lines between its header and its footer)."""
+    if obs == NOTHING_COVERED:
+        return []
+    lines = obs.split("\n")
+    assert lines[0] == COVERED_HEADER and lines[-1] == COVERED_FOOTER, obs
+    assert all(line.startswith("- ") for line in lines[1:-1]), obs
+    return [line[2:] for line in lines[1:-1]]
 
 
 @pytest.mark.parametrize("task", TurtleGym.embedded_tasks("all"), ids=lambda t: t.id)
-def test_feedback_names_points_by_number_and_leaks_nothing(task):
+def test_feedback_quotes_the_fully_covered_statements_and_nothing_else(task):
+    # UserRL's Turtle gym shows the text of each statement judged 1, in rubric order; 0.5 and 0
+    # are not named, and the bottom never appears.
     n = len(task.evaluation)
-    patterns = [[0.0] * n, [1.0] + [0.0] * (n - 1), [0.5] * n, [1.0] * (n - 1) + [0.5], [1.0] * n]
+    patterns = [
+        [0.0] * n,
+        [0.5] * n,
+        [1.0] + [0.0] * (n - 1),
+        [0.0] * (n - 1) + [1.0],
+        [1.0, 0.5] + [1.0] * (n - 2),
+        [1.0] * (n - 1) + [0.5],
+        [1.0] * n,
+    ]
     gym = TurtleGym(task, user=CannedUser(patterns))
     gym.reset()
-    secrets = [*(i.statement for i in task.evaluation), *split_sentences(task.new_bottom)]
     for judged in patterns:
         obs, reward, term, trunc, info = gym.step("[answer] my explanation")
-        assert FEEDBACK.match(obs), obs
-        assert not any(s.lower() in obs.lower() for s in secrets)
-        covered = sum(j > 0 for j in judged)
-        assert (f"covers {covered} of {n}" in obs) or covered in (0, n)
+        want = [item.statement for item, j in zip(task.evaluation, judged, strict=True) if j == 1.0]
+        assert listed_statements(obs) == want, obs
+        assert task.new_bottom not in obs
+        for item, j in zip(task.evaluation, judged, strict=True):
+            if j < 1.0 and not any(item.statement in w for w in want):
+                assert item.statement not in obs
+    assert term and info["termination"] == "solved"
 
 
-def test_coverage_feedback_counts():
-    assert coverage_feedback([0.0, 0.0], solved=False).startswith("Your explanation covers none of the 2")
-    text = coverage_feedback([0.0, 1.0, 0.5, 0.0], solved=False)
-    assert "covers 2 of 4 key points: point 2 fully, point 3 partly; points 1, 4 are missing" in text
+def test_coverage_feedback_text():
+    statements = ["The house caught fire.", "He broke the window.", "He saved his parents."]
+    assert coverage_feedback([0.0, 0.0, 0.0], statements) == NOTHING_COVERED
+    assert coverage_feedback([0.5, 0.5, 0.5], statements) == NOTHING_COVERED  # partial is not "covered"
+    assert coverage_feedback([0.0, 1.0, 0.5], statements) == (
+        f"{COVERED_HEADER}\n- He broke the window.\n{COVERED_FOOTER}"
+    )
+    assert coverage_feedback([1.0, 0.0, 1.0], statements).split("\n")[1:3] == [
+        "- The house caught fire.",
+        "- He saved his parents.",
+    ]
+    # solved or not, the text is the same: it depends on the judgements only
+    assert listed_statements(coverage_feedback([1.0] * 3, statements)) == statements
+    with pytest.raises(ValueError, match="2 judgements for 3 statements"):
+        coverage_feedback([1.0, 1.0], statements)
+
+
+def test_feedback_names_no_point_numbers():
+    # regression: baorl once answered "covers 2 of 3 key points: point 1 fully, ..."
+    gym = TurtleGym(story("emb-t01"), user=CannedUser([[1, 1, 0]]))
+    gym.reset()
+    obs = gym.step("[answer] x")[0]
+    assert not re.search(r"\bpoints? \d", obs) and "of 3" not in obs
+    assert "The performance was streamed live online." in obs
 
 
 def test_bad_user_replies_are_simulator_errors():

@@ -38,7 +38,7 @@ class Outcome:
     reward: float = 0.0
     #: the task is solved: the episode terminates with termination "solved"
     solved: bool = False
-    #: the agent ended the episode unsolved (e.g. Intention's submitted summary): termination "finish"
+    #: the agent ended the episode unsolved (a gym-specific stop): termination "finish"
     finished: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 

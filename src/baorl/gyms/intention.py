@@ -82,11 +82,13 @@ class IntentionGym(Gym):
         to know). The agent asks clarifying questions; after each one a simulator answers as the
         requester and a judge decides which remaining details the question uncovered.
 
-    Actions:
+    Actions (as in UserRL's Intention gym, whose system prompt offers only ``action``):
         - ``action``: one clarifying question to the user. Feedback is the user's reply.
-        - ``answer``: submit the clarified task, i.e. a short summary of the request with the
-          details learned. It ends the episode (termination ``finish``) with reward 0: the reward is
-          earned by the questions (decided here; the spec defines rewards for questions only).
+        - ``answer``: accepted and treated exactly like ``action``: its content goes to the user
+          as a question and earns the same reward. UserRL's gym strips either prefix and handles
+          the text as a question; it has no separate "submit" step.
+        - ``[finish]`` (the contract's) ends the episode with reward 0, UserRL's only way for the
+          agent to stop early. ``search`` is not a choice here: it gets a format hint.
 
     Observation:
         The task prompt shows the category and the vague request. Feedback to a question is the
@@ -100,32 +102,35 @@ class IntentionGym(Gym):
         ``remaining`` (how many details are left).
 
     User-involved choices:
-        ``action`` and ``answer`` (decided here): every question interrupts the user, and the
-        submitted summary goes to the user too. Note that, unlike the other gyms, questions are how
-        this gym is solved, so U(τ) measures how many questions it took.
+        ``action`` and ``answer`` (decided here): every question interrupts the user. Note that,
+        unlike the other gyms, questions are how this gym is solved, so U(τ) measures how many
+        questions it took.
 
     Episode end:
-        Terminates (``solved``) when every missing detail is covered, or (``finish``) when the agent
-        submits an ``answer``. Truncated at the turn limit or when the simulator fails
+        Terminates (``solved``) when every missing detail is covered, or (``finish``) on
+        ``[finish]``. Truncated at the turn limit or when the simulator fails
         (``simulator_error``).
 
     Arguments:
         task: an `IntentionTask` (or a dict with its fields).
         user: a `baorl.users.IntentionUser`, e.g. ``make_user("intention", "offline")``.
-        max_turns: the turn limit. Default 10, decided here: UserRL publishes no turn limit for
-            this gym, and its tasks have 1–9 missing details (median 4), so 10 questions leave room
-            for a few misses.
+        max_turns: the turn limit. Default 15, as for UserRL's training: its rollout runs with
+            ``multi_turn.max_turns=16`` and executes at most 15 tool calls (the 16th generation's
+            call is never sent), and its environment manager's default for this gym is 15.
         reward_in_obs: append the step reward to the observation (training only).
 
     Version history:
-        - v0: initial version, following UserRL's Intention gym.
+        - v0: initial version, following UserRL's Intention gym. It first let ``answer`` submit a
+          summary that ended the episode, with a turn limit of 10; both were decided here and
+          are gone: ``answer`` is a question as in UserRL (``[finish]`` still ends an episode)
+          and the limit is UserRL's 15.
 
     Example episode (embedded task ``emb-i01``, "Plan a weekend trip for me.", offline user)::
 
         [action] Where would you like to go?       -> "About destination or type of place: A nearby city."
                                                       reward 1.0 (importance 3)
-        [action] What's your budget?               -> "About budget for the trip: Under 200 dollars."
-                                                      reward 0.7 (importance 2)
+        [answer] What's your budget?               -> "About budget for the trip: Under 200 dollars."
+                                                      reward 0.7 (importance 2; answer = action)
         [action] Will you travel alone?            -> "About who is travelling: Alone."
                                                       reward 0.4 (importance 1); all covered: solved
     """
@@ -135,7 +140,7 @@ class IntentionGym(Gym):
     task_model: ClassVar[type[Task]] = IntentionTask
     user_choices: ClassVar[frozenset[str]] = frozenset({"action", "answer"})
     choices: ClassVar[tuple[str, ...]] = ("action", "answer")
-    default_max_turns: ClassVar[int] = 10
+    default_max_turns: ClassVar[int] = 15
     needs_user: ClassVar[bool] = True
 
     task: IntentionTask
@@ -156,11 +161,10 @@ class IntentionGym(Gym):
         return (
             "You are an assistant who must understand exactly what the user wants before doing it. "
             "The user's request is vague and leaves out details that matter.\n"
-            "Use the tool interact_with_env once per turn:\n"
-            "- choice 'action': ask the user ONE clarifying question. Ask about the most important "
-            "missing information first, one topic per question, and do not repeat questions.\n"
-            "- choice 'answer': when you know enough, submit a short summary of the clarified "
-            "request. This ends the conversation.\n"
+            "Use the tool interact_with_env once per turn, with choice 'action' and, as content, ONE "
+            "clarifying question to the user. Ask about the most important missing information "
+            "first, one topic per question, and do not repeat questions; keep asking until you "
+            "know every detail the user cares about.\n"
             f"You have at most {self.max_turns} turns. Think inside <think>...</think> before each call."
         )
 
@@ -171,15 +175,16 @@ class IntentionGym(Gym):
             "Ask clarifying questions to find out what the user needs."
         )
 
+    def format_hint(self) -> str:
+        """Name only ``action``, the one choice the system prompt offers (``answer`` also works)."""
+        return "Call the tool interact_with_env with choice 'action' and one clarifying question as content."
+
     def _reset_state(self) -> None:
         self.remaining = list(range(len(self.task.missing_details)))
 
     # ---- one call ------------------------------------------------------------------------------
     async def handle(self, choice: str, content: str) -> Outcome:
-        if choice == "answer":
-            info = {"submitted": True, "remaining": len(self.remaining)}
-            return Outcome(feedback="Thank you, I will go with that.", finished=True, info=info)
-
+        # `action` and `answer` alike: the content is a question to the user (as in UserRL)
         result = await self.user.reply(self.task, content, list(self.remaining))
         if not _is_reply(result):
             raise SimulatorError(f"intention user returned {result!r}; expected (str, list[int])")

@@ -62,8 +62,11 @@ class TurtleGym(Gym):
 
     Observation:
         The task prompt shows the title and the surface. Feedback to a question is the user's
-        answer; feedback to an explanation says how many key points it covers and which ones
-        (by number, fully or partly), never their text or the bottom.
+        answer. Feedback to an explanation quotes, in rubric order, the text of every key point
+        the judge scored fully covered (1); partly covered points (0.5) count in the score but are
+        not named, missing points are never named, and the bottom is never shown. An explanation
+        that fully covers nothing is told so. The text has the same shape whether or not the
+        explanation solved the story, as in UserRL's Turtle gym (see `coverage_feedback`).
 
     Rewards:
         Questions earn 0. An explanation with rubric score ``s = Σ weight_i · judgement_i`` earns
@@ -88,17 +91,24 @@ class TurtleGym(Gym):
         success_threshold: the score that ends the episode as solved (default 1.0, the paper's).
 
     Version history:
-        - v0: initial version, following UserRL's Turtle gym.
+        - v0: initial version, following UserRL's Turtle gym. Its explanation feedback first named
+          the covered points by number only; it now quotes the fully covered statements' text,
+          as UserRL's (and BAO's) gym does, so an agent trained here sees what it would see there.
 
-    Example episode (embedded story ``emb-t01``, offline user; rubric weights 0.3, 0.4, 0.3)::
+    Example episode (embedded story ``emb-t01``, rubric weights 0.3, 0.4, 0.3; judgements shown)::
 
         [action] Was the theatre closed to the public?   -> "Yes"                       reward 0
         [action] Was the actor drunk?                    -> "No"                        reward 0
         [answer] A storm closed the theatre, but the play was streamed live on the internet.
-            -> "Your explanation covers 2 of 3 key points: point 1 fully, point 2 fully; point 3 is
-               missing. Keep asking or explain again."                                 reward 0.7
+            judged 1, 1, 0 -> score 0.7                                                reward 0.7
+            -> "Your explanation clearly covers these key points of the story:
+                - The audience stayed away because a storm warning closed the theatre.
+                - The performance was streamed live online.
+                The story may hold more twists you have not covered yet. Keep asking questions
+                about it and explain it again."   (shown as one line per point)
         [answer] ... A film director watched the stream and offered him a role.
-            -> "Correct: your explanation covers all 3 key points of the story."        reward 0.3
+            judged 1, 1, 1 -> score 1.0, solved                                         reward 0.3
+            -> the same shape, listing all three statements
     """
 
     name: ClassVar[str] = "turtle"
@@ -136,8 +146,9 @@ class TurtleGym(Gym):
             "- choice 'action': ask ONE yes/no question about the story. The user replies Yes, No or "
             "Maybe (Maybe means irrelevant or impossible to tell).\n"
             "- choice 'answer': give your full explanation of the story in plain sentences. The user "
-            "checks it against the key points of the true story and tells you how many you covered; "
-            "you may explain again to cover more. Only explicit, specific statements earn credit.\n"
+            "checks it against the key points of the true story and tells you which of them your "
+            "explanation clearly covers; you may explain again to cover more. Only explicit, specific "
+            "statements earn credit.\n"
             f"You have at most {self.max_turns} turns. Think inside <think>...</think> before each call."
         )
 
@@ -174,8 +185,9 @@ class TurtleGym(Gym):
         self.best_score = max(self.best_score, score)
         solved = score >= self.success_threshold - 1e-9
         info = {"score": score, "best_score": self.best_score, "judgements": judgements}
+        statements = [item.statement for item in rubric]
         return Outcome(
-            feedback=coverage_feedback(judgements, solved), reward=reward, solved=solved, info=info
+            feedback=coverage_feedback(judgements, statements), reward=reward, solved=solved, info=info
         )
 
     # ---- data ----------------------------------------------------------------------------------
@@ -190,29 +202,36 @@ class TurtleGym(Gym):
         return select_split(load_records(DATA, TurtleTask, dict), split, "Turtle")
 
 
-def coverage_feedback(judgements: list[float], solved: bool) -> str:
-    """Say which rubric points an explanation covered, by number only (no statement text).
+#: the first line of the feedback when at least one key point is fully covered
+COVERED_HEADER = "Your explanation clearly covers these key points of the story:"
+#: the last line of that feedback (the story may hold more than the agent has found)
+COVERED_FOOTER = (
+    "The story may hold more twists you have not covered yet. "
+    "Keep asking questions about it and explain it again."
+)
+#: the whole feedback when no key point is fully covered
+NOTHING_COVERED = "Your explanation does not clearly cover any of the story's key points."
 
-    >>> print(coverage_feedback([1.0, 0.5, 0.0, 0.0], solved=False))  # doctest: +ELLIPSIS
-    Your explanation covers 2 of 4 key points: point 1 fully, point 2 partly; points 3, 4 are missing. ...
-    >>> coverage_feedback([1.0, 1.0], solved=True)
-    'Correct: your explanation covers all 2 key points of the story.'
+
+def coverage_feedback(judgements: list[float], statements: list[str]) -> str:
+    """The feedback to an explanation: the text of every rubric statement judged fully covered.
+
+    Follows UserRL's Turtle gym (wording written for baorl, same shape): a header line, one line
+    per statement judged 1 in rubric order, and a closing line inviting more questions; or one
+    line saying nothing is covered. Statements judged 0.5 add to the score but are not listed,
+    and missing statements are never named, so the feedback reveals only what the agent has
+    already said. The text does not depend on whether the story is solved.
+
+    >>> print(coverage_feedback([1.0, 0.5, 0.0], ["A storm closed it.", "It was streamed.", "A role."]))
+    Your explanation clearly covers these key points of the story:
+    - A storm closed it.
+    The story may hold more twists you have not covered yet. Keep asking questions about it and explain it again.
+    >>> coverage_feedback([0.5, 0.0], ["a", "b"])
+    "Your explanation does not clearly cover any of the story's key points."
     """
-    n = len(judgements)
-    covered = [i for i, j in enumerate(judgements, 1) if j > 0]
-    if solved and len(covered) == n and all(j == 1.0 for j in judgements):
-        return f"Correct: your explanation covers all {n} key points of the story."
+    if len(judgements) != len(statements):
+        raise ValueError(f"{len(judgements)} judgements for {len(statements)} statements")
+    covered = [text for text, j in zip(statements, judgements, strict=True) if j == 1.0]
     if not covered:
-        return (
-            f"Your explanation covers none of the {n} key points of the story. Keep asking or explain again."
-        )
-    parts = [f"point {i} {'fully' if judgements[i - 1] == 1.0 else 'partly'}" for i in covered]
-    missing = [str(i) for i in range(1, n + 1) if i not in covered]
-    text = f"Your explanation covers {len(covered)} of {n} key points: {', '.join(parts)}"
-    if len(missing) == 1:
-        text += f"; point {missing[0]} is missing"
-    elif missing:
-        text += f"; points {', '.join(missing)} are missing"
-    if solved:
-        return text + ". That is enough: the story is solved."
-    return text + ". Keep asking or explain again."
+        return NOTHING_COVERED
+    return "\n".join([COVERED_HEADER, *(f"- {text}" for text in covered), COVERED_FOOTER])

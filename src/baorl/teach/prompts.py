@@ -69,8 +69,8 @@ _GYM_HINTS: dict[str, dict[str, str]] = {
     "intention": {
         "hypotheses": ("the user's possible intentions and the details still missing from the request, most "
                        "important first"),
-        "answer_rule": ("Summarise the user's intention only when the important missing details are "
-                        "settled; until then ask about the most important unsettled detail, one at a time."),
+        "answer_rule": ("Every call is a question to the user: ask about the most important unsettled "
+                        "detail, one at a time, and never re-ask what the user has already settled."),
     },
 }
 _DEFAULT_HINTS = {
