@@ -89,3 +89,97 @@ def test_rollout_with_an_unreachable_api_agent_fails_clearly(tmp_path):
     r = baorl("rollout", "--agent", "openai:some-model", "--agent-base-url", "http://127.0.0.1:9/v1",
               "--gym", "function", "--out", str(tmp_path / "e.jsonl"), "--n", "1")
     assert r.returncode == 2 and "some-model" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- option checks, turn limits, simulator client options (in process) ----------------------------
+@pytest.mark.parametrize("argv", [
+    ("rollout", "--agent", "scripted:random", "--gym", "function", "--out", "x.jsonl", "--concurrency", "0"),
+    ("rollout", "--agent", "scripted:random", "--gym", "function", "--out", "x.jsonl", "--concurrency", "-3"),
+    ("rollout", "--agent", "scripted:random", "--gym", "function", "--out", "x.jsonl", "--n", "-2"),
+    ("eval", "--agent", "scripted:random", "--gym", "function", "--out", "d", "--concurrency", "0"),
+    ("eval", "--agent", "scripted:random", "--gym", "function", "--out", "d", "--n", "0"),
+    ("teach", "--gym", "function", "--teacher", "function-solver", "--out", "t.jsonl", "--concurrency", "0"),
+    ("rollout", "--agent", "scripted:random", "--gym", "function", "--out", "x.jsonl", "--max-turns", "0"),
+])
+def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
+    """`--concurrency 0` once hung forever, `-3` gave a bare asyncio error, `--n -2` played all but 2 tasks."""
+    from baorl.cli.main import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(list(argv))
+    assert e.value.code == 2
+    assert "must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_the_library_refuses_them_too(tmp_path):
+    import asyncio
+
+    from baorl.rollout.play import aplay_many
+    from baorl.rollout.runner import run_rollout
+
+    with pytest.raises(ValueError, match=r"task limit \(--n\) must be an integer >= 1, got -2"):
+        run_rollout(agent="scripted:random", gym="function", out=tmp_path / "r.jsonl", limit=-2)
+    with pytest.raises(ValueError, match="concurrency must be an integer >= 1, got 0"):
+        run_rollout(agent="scripted:random", gym="function", out=tmp_path / "r.jsonl", concurrency=0)
+    with pytest.raises(ValueError, match="concurrency must be an integer >= 1"):
+        asyncio.run(aplay_many(lambda t: None, [1], lambda: None, concurrency=0))
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_max_turns_applies_to_scripted_agents(tmp_path, capsys):
+    from baorl.cli.main import main
+    from baorl.records import read_episodes
+
+    out = tmp_path / "r.jsonl"
+    assert main(["rollout", "--agent", "scripted:random", "--gym", "function", "--n", "6", "--max-turns", "2",
+                 "--out", str(out)]) == 0
+    eps = read_episodes(out)
+    assert len(eps) == 6 and all(len(e.turns) <= 2 for e in eps)
+    assert any(e.termination == "turn_limit" and len(e.turns) == 2 for e in eps)
+    # local-model options would be ignored by a scripted agent: refused, naming them
+    assert main(["rollout", "--agent", "scripted:random", "--gym", "function", "--n", "1", "--batch-size", "4",
+                 "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert "--batch-size applies to hf: agents only" in " ".join(capsys.readouterr().err.split())
+
+
+def test_simulator_timeout_and_retries_reach_the_client(tmp_path, capsys):
+    from baorl.cli.main import _make_user, build_parser, main
+
+    args = build_parser().parse_args(["play", "telepathy", "--simulator", "openai:sim", "--simulator-base-url",
+                                      "http://127.0.0.1:9/v1", "--simulator-timeout", "2.5",
+                                      "--simulator-retries", "1"])
+    client = _make_user("telepathy", args).client
+    assert (client.timeout, client.max_retries, client.base_url) == (2.5, 1, "http://127.0.0.1:9/v1")
+    for bad in (["--simulator-timeout", "0"], ["--simulator-timeout", "-1"], ["--simulator-retries", "-1"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["play", "telepathy", "--simulator", "openai:sim", *bad])
+    capsys.readouterr()
+    # an offline simulator has no endpoint: the options are refused, not ignored
+    assert main(["rollout", "--agent", "scripted:random", "--gym", "telepathy", "--n", "1", "--out",
+                 str(tmp_path / "t.jsonl"), "--simulator-timeout", "5"]) == 2
+    assert "--simulator-timeout applies to openai: simulators only" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_hung_simulator_costs_what_the_options_say(tmp_path, monkeypatch):
+    """A simulator that accepts connections and never answers: 2 attempts x 0.5 s, then simulator_error."""
+    import socket
+    import time
+
+    from baorl.cli.main import main
+    from baorl.records import read_episodes
+
+    monkeypatch.setenv("BAORL_CACHE_DIR", str(tmp_path / "cache"))
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # the kernel completes the handshakes; nobody ever reads or replies
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}/v1"
+        out = tmp_path / "t.jsonl"
+        start = time.monotonic()
+        code = main(["rollout", "--agent", "scripted:telepathy-questioner", "--gym", "telepathy", "--n", "1",
+                     "--out", str(out), "--simulator", "openai:sim", "--simulator-base-url", url,
+                     "--simulator-timeout", "0.5", "--simulator-retries", "1"])
+        took = time.monotonic() - start
+    assert code == 0
+    (ep,) = read_episodes(out)
+    assert ep.termination == "simulator_error"
+    assert took < 20, took  # was 5 x 60 s per question

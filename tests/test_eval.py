@@ -121,7 +121,7 @@ def test_several_gyms_and_seeds(tmp_path: Path) -> None:
     m = evaluate("scripted:random", ["function", "telepathy"], out, limit=2, seeds=[0, 1], n_boot=50, report=False)
     eps = read_episodes(out / "episodes.jsonl")
     assert len(eps) == 8 and {(e.gym, e.seed) for e in eps} == {(g, s) for g in ("function", "telepathy") for s in (0, 1)}
-    assert sorted(p.name for p in (out / "parts").iterdir()) == [
+    assert sorted(p.name for p in (out / "parts").glob("*.jsonl")) == [
         "function.seed0.jsonl", "function.seed1.jsonl", "telepathy.seed0.jsonl", "telepathy.seed1.jsonl"]
     assert m["overall"]["weights"] == {"function": 2, "telepathy": 2}
     assert m["gyms"]["telepathy"]["n"] == 4 and m["gyms"]["telepathy"]["n_tasks"] == 2
@@ -276,3 +276,123 @@ def test_cli_episode_budget_options_reach_the_engine(tmp_path: Path, capsys: pyt
     assert code == 0, err
     (ep,) = read_episodes(tmp_path / "r.jsonl")
     assert ep.termination == "token_budget" and ep.turns == []
+
+
+# ---- failed starts, odd names, size caps ---------------------------------------------------------
+def test_a_failed_start_leaves_nothing_that_refuses_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs" / "e"
+    code, _, err = run_cli(capsys, "eval", "--agent", "scripted:nope", "--gym", "function", "--n", "2", "--out",
+                           str(out), "--bootstrap", "0", "--no-report")
+    assert code == 2 and "unknown scripted agent" in err
+    assert not (out / "eval.json").exists()
+    # a model path that does not exist fails when the model loads, after the directory was made
+    code, _, err = run_cli(capsys, "eval", "--agent", f"hf:{tmp_path / 'no-model'}", "--gym", "function", "--n", "2",
+                           "--out", str(out), "--bootstrap", "0", "--no-report")
+    assert code == 2 and "no-model" in err
+    assert not (out / "eval.json").exists() and not (tmp_path / "runs").exists()
+    # an endpoint that refuses connections fails on the first episode
+    with pytest.raises(Exception, match="failed after 1 attempt"):
+        evaluate("openai:m", "function", out, limit=2, n_boot=0, report=False,
+                 agent_options={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0})
+    assert not (out / "eval.json").exists()
+    # the corrected command runs
+    code, _, err = run_cli(capsys, "eval", "--agent", "scripted:random", "--gym", "function", "--n", "2", "--out",
+                           str(out), "--bootstrap", "0", "--no-report")
+    assert code == 0, err
+    assert json.loads((out / "eval.json").read_text())["agent"] == "scripted:random"
+
+
+def test_a_resumed_run_keeps_its_eval_json_when_a_later_start_fails(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "e"
+    evaluate("scripted:random", "function", out, limit=1, n_boot=0, report=False)
+    saved = (out / "eval.json").read_text()
+
+    def down(**kw: object) -> None:
+        raise ConnectionError("endpoint down")
+
+    monkeypatch.setattr("baorl.rollout.runner.run_rollout", down)
+    with pytest.raises(ConnectionError):
+        evaluate("scripted:random", "function", out, limit=2, n_boot=0, report=False)
+    assert (out / "eval.json").is_file() and (out / "episodes.jsonl").is_file()
+    # a fresh directory that holds records of an earlier run without eval.json keeps the new eval.json too
+    (out / "eval.json").unlink()
+    with pytest.raises(ConnectionError):
+        evaluate("scripted:random", "function", out, limit=2, n_boot=0, report=False)
+    assert json.loads((out / "eval.json").read_text()) == {**json.loads(saved), "limit": 2}
+
+
+def test_dollar_signs_in_run_names_are_plain_text(tmp_path: Path) -> None:
+    """matplotlib once parsed `$\\foo$` in a run label as mathtext and crashed after every episode had played."""
+    out = tmp_path / "run $\\foo$ $x^$"
+    m = evaluate("scripted:random", "function", out, limit=2, n_boot=0, report=True)
+    assert m["overall"]["n"] == 2
+    assert (out / "report.html").is_file() and (out / "report-pareto.png").stat().st_size > 1000
+    assert "run $\\foo$ $x^$" in (out / "report-pareto.svg").read_text()
+    rows = [{"step": 1, "$\\bad$": 1.0}, {"step": 2, "$\\bad$": 0.5}]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from baorl.evaluation.report import write_report
+
+    write_report([load_run(out)], tmp_path / "r.html", n_boot=0, title="$\\alpha$ title")
+    assert (tmp_path / "r-training.png").is_file()
+
+
+class Verbose:
+    """A text-level agent that writes 2 MB of think and content per turn, then answers."""
+
+    name = "scripted:verbose"
+
+    def start(self, system_prompt: str, task_prompt: str, info: dict) -> dict:
+        return {"turn": 0}
+
+    async def arespond(self, observation: str, state: dict) -> tuple[str, dict]:
+        from baorl.agents.base import tool_call_text
+
+        state["turn"] += 1
+        if state["turn"] == 1:
+            return tool_call_text("action", "1 2 3 " + "4" * 2_000_000, "t" * 2_000_000), state
+        return tool_call_text("answer", "7", "short"), state
+
+
+def test_model_text_is_capped_in_records_and_report(tmp_path: Path) -> None:
+    import asyncio
+
+    from baorl.evaluation.report import write_report
+    from baorl.gyms.function import FunctionGym
+    from baorl.records import write_episodes
+    from baorl.rollout.play import aplay_episode, aplay_many
+
+    task = load_tasks("function", split="test")[0]
+    ep = asyncio.run(aplay_episode(FunctionGym(task), Verbose()))  # type: ignore[arg-type]
+    first = ep.turns[0]
+    assert len(first.think) < 33_000 and first.think.endswith("[truncated: 2,000,000 characters in all, "
+                                                               "the first 32,000 kept]")
+    assert len(ep.model_dump_json()) < 200_000
+    assert ep.turns[1].think == "short"  # short text is untouched
+    (whole,) = asyncio.run(aplay_many(FunctionGym, [task], Verbose, max_text_chars=None))  # type: ignore[arg-type]
+    assert len(whole.turns[0].think) == 2_000_000
+    (small,) = asyncio.run(aplay_many(FunctionGym, [task], Verbose, max_text_chars=100))  # type: ignore[arg-type]
+    assert small.turns[0].think == "t" * 100 + " … [truncated: 2,000,000 characters in all, the first 100 kept]"
+
+    write_episodes(tmp_path / "big" / "episodes.jsonl", [whole])
+    rep = write_report([load_run(tmp_path / "big")], tmp_path / "report.html", n_boot=0)
+    page = rep.html.read_text(encoding="utf-8")
+    assert len(page) < 500_000 and "truncated: 2,000,000 characters in all, the first 10,000 kept" in page
+    rep = write_report([load_run(tmp_path / "big")], tmp_path / "all.html", n_boot=0, max_text_chars=None)
+    assert len(rep.html.read_text(encoding="utf-8")) > 2_000_000
+
+
+def test_cap_options_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "e"
+    code, _, err = run_cli(capsys, "eval", "--agent", "scripted:function-solver", "--gym", "function", "--n", "1",
+                           "--out", str(out), "--bootstrap", "0", "--max-turn-chars", "40", "--max-report-chars", "30")
+    assert code == 0, err
+    (ep,) = read_episodes(out / "episodes.jsonl")
+    assert all(len(t.think) <= 40 + 70 for t in ep.turns) and "truncated" in ep.turns[0].think
+    assert "the first 30 kept" in (out / "report.html").read_text(encoding="utf-8")
+    code, _, _ = run_cli(capsys, "report", str(out), "--bootstrap", "0", "--max-report-chars", "0",
+                         "--out", str(tmp_path / "r.html"))
+    assert code == 0 and "the first 30 kept" not in (tmp_path / "r.html").read_text(encoding="utf-8")
+    code, _, err = run_cli(capsys, "rollout", "--agent", "hf:embedded", "--gym", "function", "--n", "1",
+                           "--out", str(tmp_path / "r.jsonl"), "--max-turn-chars", "10")
+    assert code == 2 and "--max-turn-chars applies to scripted: and openai: agents" in err

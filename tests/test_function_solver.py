@@ -196,6 +196,18 @@ def test_gives_up_honestly_when_no_rule_fits():
     assert "no rule of my grammar fits" in ep.turns[-1].think
 
 
+@pytest.mark.parametrize("digits", [300, 400])
+def test_huge_test_inputs_end_cleanly(digits):
+    """400 digits are beyond float range (once an OverflowError traceback); 300 digits overflow most rules."""
+    huge = int("9" * digits)
+    task = FunctionTask(id="huge", rule="a + b + c + d", test_case=[huge, 1, 2, 3], expected_result=42)
+    ep = play_episode(FunctionGym(task), FunctionSolver())
+    assert ep.termination in ("finish", "turn_limit") and not ep.success
+    if digits == 400:
+        assert ep.termination == "finish" and len(ep.turns) == 2
+        assert "too large for floating-point arithmetic" in ep.turns[-1].think
+
+
 # ---- a wrong answerer never scores ----------------------------------------------------------------
 class WrongAnswerer(Agent):
     """Answers the expected result plus an offset that is always outside the tolerance."""

@@ -367,7 +367,14 @@ class FunctionSolver(Agent):
             m = _TEST.search(obs)
             if m:
                 st["test"] = tuple(int(x) for x in m.groups())
-                nodes = bank.node_values(np.array([st["test"]]))
+                try:
+                    point = np.array([st["test"]], dtype=float)
+                except OverflowError:  # an input beyond float range (over ~308 digits): no rule can be evaluated
+                    st["unsupported"] = ("the test inputs are too large for floating-point arithmetic, so no "
+                                         "rule's value on them can be computed")
+                    self._keep(st, np.zeros(len(st["alive"]), bool))
+                    return
+                nodes = bank.node_values(point)
                 tv = bank.values(st["alive"], nodes)[:, 0]
                 ok = np.isfinite(tv)  # the expected result is a finite number
                 st["alive"], st["test_vals"] = st["alive"][ok], tv[ok]
@@ -436,6 +443,11 @@ class FunctionSolver(Agent):
             return tool_call_text("search", "test", think), st
 
         n = len(st["alive"])
+        if st.get("unsupported"):
+            think = (f"{memory}\nHypotheses: none can be checked: {st['unsupported']}.\n"
+                     f"Plan: turn {t} of {T}. I cannot pin down the value, so I stop here.")
+            st["last"] = ("finish", None)
+            return f"<think>{think}</think>\n[finish]", st
         if n == 0:
             think = (f"{memory}\nHypotheses: no rule of my grammar fits these observations.\n"
                      f"Plan: turn {t} of {T}. I cannot pin down the value, so I stop here.")

@@ -16,6 +16,8 @@ What `arespond` returns, for `baorl.gyms.parser.parse_action`:
   records ``no_tool_call``, or plays a bracket call such as ``[answer] 42`` if the text is one.
 
 Only the first tool call of a reply is kept in the history (it is the one the gym answers).
+Lone surrogates in a reply (``"\\ud800"`` escapes) become U+FFFD in both the output and the
+history, so the episode can be recorded and the next request encoded.
 
 Transient failures (connection errors, timeouts, 408/409/429, 5xx, a reply without choices) are
 retried with exponential backoff; when the retries are spent, or at once for other HTTP errors,
@@ -37,6 +39,7 @@ from urllib.parse import urlsplit
 
 from baorl.agents.base import Agent, AgentError
 from baorl.gyms.tool import INTERACT_TOOL
+from baorl.records import clean_json
 
 __all__ = ["OpenAIAgent", "AgentError"]
 
@@ -159,8 +162,8 @@ class OpenAIAgent(Agent):
         else:
             text = msg.content or ""
             output = text if reasoning is None else f"<think>{reasoning}</think>\n{text}"
-        messages.append(entry)
-        return output, {"messages": messages, "turns": state["turns"] + 1, "tool_call_id": call_id}
+        messages.append(clean_json(entry))
+        return clean_json(output), {"messages": messages, "turns": state["turns"] + 1, "tool_call_id": call_id}
 
     # ---- the request ------------------------------------------------------------------------------
     async def _complete(self, messages: list[dict[str, Any]]) -> Any:
@@ -193,6 +196,8 @@ class OpenAIAgent(Agent):
                 last = f"{type(e).__name__}: {self._scrub(e)}"
             except (AttributeError, IndexError, TypeError):
                 last = "malformed response: no choices[0].message"
+            except (ValueError, RecursionError) as e:  # a body the SDK could not decode (or nested too deeply)
+                last = f"malformed response ({type(e).__name__}): {self._scrub(e)}"
             if attempt >= self.max_retries:
                 raise AgentError(
                     f"agent {self.name} at {self.base_url} failed after {attempt + 1} attempt(s); last error: {last}"
@@ -247,7 +252,10 @@ def _hermes_text(call: dict[str, Any], think: str) -> str:
     raw = call["function"]["arguments"]
     try:
         args: Any = json.loads(raw) if raw.strip() else {}
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, RecursionError):
         args = raw  # the parser reports invalid arguments the same way in either form
-    payload = json.dumps({"name": call["function"]["name"], "arguments": args})
+    try:
+        payload = json.dumps({"name": call["function"]["name"], "arguments": args})
+    except (RecursionError, ValueError):
+        payload = json.dumps({"name": call["function"]["name"], "arguments": raw})
     return f"<think>{think}</think>\n<tool_call>\n{payload}\n</tool_call>"

@@ -13,7 +13,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from baorl.cli.options import add_local_model_args, engine_options
+from baorl.cli.options import (
+    add_local_model_args,
+    char_cap,
+    check_engine_options,
+    engine_options,
+    positive_int,
+    simulator_options,
+)
 
 #: bootstrap resamples by default (`baorl.evaluation.metrics.N_BOOT`; not imported here, to keep `baorl --help` light)
 N_BOOT = 1000
@@ -30,6 +37,14 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bootstrap", type=int, default=N_BOOT, metavar="B",
                    help=f"bootstrap resamples of the tasks for the 95%% intervals (default {N_BOOT}; 0: none)")
     g.add_argument("--bootstrap-seed", type=int, default=0, metavar="S", help="the bootstrap's seed (default 0)")
+
+
+def _add_report_cap(p: argparse.ArgumentParser) -> None:
+    from baorl.textcap import MAX_REPORT_CHARS
+
+    p.add_argument("--max-report-chars", type=char_cap, default=MAX_REPORT_CHARS, metavar="N",
+                   help=f"the report's episode browser shows at most N characters of each turn's content, think and "
+                   f"feedback, cutting longer text with a marker (default {MAX_REPORT_CHARS:,}; 0: no cap)")
 
 
 def metrics_table(rows: list[dict[str, Any]], metrics: dict[str, dict[str, Any]], *, title: str,
@@ -72,9 +87,27 @@ def metrics_table(rows: list[dict[str, Any]], metrics: dict[str, dict[str, Any]]
     table.add_row("hypervolume", *[cell(r["hypervolume"], r["hypervolume_ci"]) for r in rows])
     table.add_row("user rate", *[cell(r["user_rate"], r["user_rate_ci"]) for r in rows])
     table.add_row("RTR", *[f"{fmt(r['rtr'])} [dim]({r['user_actions']})[/]" for r in rows])
+    if any(r.get("simulator_errors") for r in rows):  # left out of every metric above
+        table.add_row("sim. errors", *[str(r.get("simulator_errors", 0)) for r in rows])
     if compare:
         table.add_row("frontier", *["[green]yes[/]" if r["frontier"] else "no" for r in rows])
     return table
+
+
+def print_simulator_errors(metrics: dict[str, dict[str, Any]], new: list[Any] | None = None) -> None:
+    """Say which runs have episodes that ended in ``simulator_error`` (left out of their metrics) and,
+    for episodes just played, the simulator's last error."""
+    from baorl.evaluation.report import simulator_error_note
+
+    for label, m in metrics.items():
+        if m["overall"].get("simulator_errors"):
+            console.print(f"[yellow]simulator errors:[/] {simulator_error_note(label, m)}", highlight=False)
+    if new:
+        from rich.markup import escape
+
+        last = getattr(new[-1], "simulator_error", None) or "(no message recorded)"
+        console.print(f"[yellow]simulator errors:[/] {len(new)} of the episodes just played; the last error: "
+                      f"{escape(last)}", highlight=False)
 
 
 def table_legend(compare: bool) -> str:
@@ -95,22 +128,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     engine = engine_options(args)
     if args.temperature is not None and not args.agent.startswith("hf:"):
         raise ValueError("--temperature applies to hf: agents (openai: agents request 0, scripted ones are fixed)")
+    check_engine_options(args.agent, engine)
+    if args.max_turn_chars is not False and args.agent.startswith("hf:"):
+        raise ValueError("--max-turn-chars applies to scripted: and openai: agents (hf: turns are bounded by "
+                         "--max-new-tokens)")
+    caps = {} if args.max_turn_chars is False else {"max_turn_chars": args.max_turn_chars}
+    sim = simulator_options(args)
     seeds = args.seeds if args.seeds else [args.seed]
+    sim_errors: list[Any] = []
+
+    def done(ep: Any) -> None:
+        bar.done(ep)
+        if ep.termination == "simulator_error":
+            sim_errors.append(ep)
+
     with episode_bar(console, f"{','.join(args.gym)} · {args.agent}", transient=True) as bar:
         metrics = evaluate(
             args.agent, args.gym, Path(args.out), data=args.data, split=args.split, simulator=args.simulator,
-            simulator_options={"base_url": args.simulator_base_url} if args.simulator_base_url else None,
+            simulator_options=sim,
             limit=args.n, seeds=seeds, concurrency=args.concurrency, engine_options=engine,
             agent_options={"base_url": args.agent_base_url} if args.agent_base_url else None,
             k=args.k, n_boot=args.bootstrap, boot_seed=args.bootstrap_seed, report=not args.no_report,
-            on_done=bar.done, on_total=bar.total,
+            on_done=done, on_total=bar.total, max_report_chars=args.max_report_chars, **caps,
         )
     out = Path(args.out)
     named = {out.name: metrics}
-    console.print(metrics_table(summary_rows(named), named, title=f"{args.agent} · {out}", compare=False))
-    console.print(table_legend(False), highlight=False)
-    played = f"{bar.n} episodes played" + (" (the others were already recorded)" if bar.n < metrics["overall"]["n"]
-                                                  else "")
+    rows = summary_rows(named)
+    if rows:  # none when every episode ended in simulator_error
+        console.print(metrics_table(rows, named, title=f"{args.agent} · {out}", compare=False))
+        console.print(table_legend(False), highlight=False)
+    print_simulator_errors(named, sim_errors)
+    recorded = metrics["overall"]["n"] + metrics["overall"].get("simulator_errors", 0)
+    played = f"{bar.n} episodes played" + (" (the others were already recorded)" if bar.n < recorded else "")
     console.print(f"{played} · records {out / 'episodes.jsonl'} · metrics {out / 'metrics.json'}"
                   + ("" if args.no_report else f" · report {out / 'report.html'}"), highlight=False)
     return 0
@@ -126,8 +175,11 @@ def cmd_score(args: argparse.Namespace) -> int:
                         out=Path(args.out) if args.out else None)
     target = Path(args.out) if args.out else run.records.parent / "metrics.json"  # type: ignore[union-attr]
     named = {run.label: metrics}
-    console.print(metrics_table(summary_rows(named), named, title=f"{run.records}", compare=False))
-    console.print(table_legend(False), highlight=False)
+    rows = summary_rows(named)
+    if rows:  # none when every episode ended in simulator_error
+        console.print(metrics_table(rows, named, title=f"{run.records}", compare=False))
+        console.print(table_legend(False), highlight=False)
+    print_simulator_errors(named)
     console.print(f"metrics written to {target}", highlight=False)
     return 0
 
@@ -141,7 +193,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("compare needs at least two run directories")
     runs = [load_run(d, val=args.val) for d in args.dirs]
     rep = write_report(runs, Path(args.out), k=args.k, n_boot=args.bootstrap, seed=args.bootstrap_seed,
-                       title=args.title)
+                       title=args.title, max_text_chars=args.max_report_chars)
     console.print(metrics_table(rep.rows, rep.metrics, title="comparison", compare=True))
     console.print(table_legend(True), highlight=False)
     for n in rep.notes:
@@ -157,17 +209,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     run = load_run(args.dir, val=args.val)
     default = (run.path.parent / f"{run.path.stem}-report.html") if run.path.is_file() else run.path / "report.html"
     rep = write_report([run], Path(args.out) if args.out else default, k=args.k, n_boot=args.bootstrap,
-                       seed=args.bootstrap_seed, title=args.title)
+                       seed=args.bootstrap_seed, title=args.title, max_text_chars=args.max_report_chars)
     if rep.rows:
         console.print(metrics_table(rep.rows, rep.metrics, title=run.label, compare=False))
         console.print(table_legend(False), highlight=False)
+    print_simulator_errors(rep.metrics)
     console.print(f"report {rep.html} · plots {', '.join(str(p) for p in rep.plots)}", highlight=False)
     return 0
 
 
 def add_parsers(sub: Any) -> None:
     """Register ``eval``, ``score``, ``compare`` and ``report`` on `baorl`'s subparsers."""
-    from baorl.cli.main import _add_gym_source
+    from baorl.cli.main import _add_gym_source, add_max_turn_chars
 
     p = sub.add_parser(
         "eval", help="evaluate an agent on gym splits: records, metrics and a report",
@@ -180,13 +233,16 @@ def add_parsers(sub: Any) -> None:
                    help="gym name(s) or id(s), or 'all'; several gyms also give task-weighted overall metrics")
     _add_gym_source(p)
     p.add_argument("--out", required=True, metavar="DIR", help="evaluation directory (created; resumed if it exists)")
-    p.add_argument("--n", type=int, default=None, help="only the first N tasks of each gym")
+    p.add_argument("--n", type=positive_int, default=None, help="only the first N tasks of each gym (N >= 1)")
     p.add_argument("--seed", type=int, default=0, help="episode seed (default 0)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                    help="several seeds: one episode per task and seed (adds per-seed intervals)")
     p.add_argument("--agent-base-url", metavar="URL", help="base URL for openai: agents (default $OPENAI_BASE_URL)")
-    p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for scripted/API agents")
+    p.add_argument("--concurrency", type=positive_int, default=16,
+                   help="episodes in flight for scripted/API agents (>= 1; default 16)")
     p.add_argument("--no-report", action="store_true", help="skip report.html and the plots")
+    add_max_turn_chars(p)
+    _add_report_cap(p)
     add_local_model_args(p, "sampling temperature (default 0: greedy)")
     _add_scoring(p)
     p.set_defaults(func=cmd_eval)
@@ -209,6 +265,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--title", default=None, help="the report's title")
     p.add_argument("--val", default="latest", help="training runs: validation records latest, best or STEP")
     _add_scoring(p)
+    _add_report_cap(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="write the HTML report of one run (evaluation or training)",
@@ -220,4 +277,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--title", default=None, help="the report's title")
     p.add_argument("--val", default="latest", help="training runs: validation records latest, best or STEP")
     _add_scoring(p)
+    _add_report_cap(p)
     p.set_defaults(func=cmd_report)

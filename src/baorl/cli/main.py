@@ -19,7 +19,15 @@ from rich.table import Table
 from rich.text import Text
 
 from baorl.agents.base import Agent, AgentError
-from baorl.cli.options import add_local_model_args, engine_options
+from baorl.cli.options import (
+    add_local_model_args,
+    add_simulator_client_args,
+    char_cap,
+    check_engine_options,
+    engine_options,
+    positive_int,
+    simulator_options,
+)
 
 console = Console()
 err = Console(stderr=True)
@@ -27,6 +35,15 @@ err = Console(stderr=True)
 #: what a user-level failure looks like; everything else is a bug and keeps its traceback
 _USER_ERRORS: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, PermissionError,
                                                  AgentError)
+
+
+def add_max_turn_chars(p: argparse.ArgumentParser) -> None:
+    """``--max-turn-chars``: the per-turn text cap of text-level agents' records (False when not given)."""
+    from baorl.textcap import MAX_TURN_CHARS
+
+    p.add_argument("--max-turn-chars", type=char_cap, default=False, metavar="N",
+                   help=f"scripted:/openai: agents: keep at most N characters of each turn's content, think and "
+                   f"feedback in the records, cutting longer text with a marker (default {MAX_TURN_CHARS:,}; 0: no cap)")
 
 
 def _add_gym_source(p: argparse.ArgumentParser) -> None:
@@ -37,14 +54,13 @@ def _add_gym_source(p: argparse.ArgumentParser) -> None:
                    help="user simulator: 'offline' (default where the gym needs one) or 'openai:MODEL'")
     p.add_argument("--simulator-base-url", metavar="URL", default=None,
                    help="OpenAI-compatible base URL of the simulator (default: $OPENAI_BASE_URL)")
+    add_simulator_client_args(p)
 
 
 def _make_user(gym_name: str, args: argparse.Namespace) -> Any:
     from baorl.users import user_for
 
-    spec = args.simulator
-    opts = {"base_url": args.simulator_base_url} if (spec or "").startswith("openai:") and args.simulator_base_url else {}
-    return user_for(gym_name, spec, **opts)
+    return user_for(gym_name, args.simulator, **(simulator_options(args) or {}))
 
 
 # ---- baorl gyms ---------------------------------------------------------------------------------
@@ -144,22 +160,38 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     engine = engine_options(args)
+    check_engine_options(args.agent, engine)
+    if args.max_turn_chars is not False and args.agent.startswith("hf:"):
+        raise ValueError("--max-turn-chars applies to scripted: and openai: agents (hf: turns are bounded by "
+                         "--max-new-tokens)")
+    sim = simulator_options(args)
     with episode_bar(console, f"{args.gym} · {args.agent}") as bar:
         eps = run_rollout(
             agent=args.agent, gym=args.gym, out=out, data=args.data, split=args.split, simulator=args.simulator,
-            simulator_options={"base_url": args.simulator_base_url} if args.simulator_base_url else None,
+            simulator_options=sim,
             limit=args.n, seed=args.seed, concurrency=args.concurrency, engine_options=engine,
             save_tokens=args.save_tokens,
             agent_options={"base_url": args.agent_base_url} if args.agent_base_url else None,
             on_done=bar.done, on_total=bar.total,
+            **({} if args.max_turn_chars is False else {"max_turn_chars": args.max_turn_chars}),
         )
     if not eps:
         console.print(f"nothing to do: every task is already in {out}")
         return 0
-    k = len(eps)
-    console.print(f"{k} episodes · score {sum(e.score for e in eps) / k:.3f} · success "
-                  f"{sum(e.success for e in eps) / k:.3f} · user actions/ep {sum(e.user_actions for e in eps) / k:.2f}"
-                  f" · records appended to {out}", highlight=False)
+    errors = [e for e in eps if e.termination == "simulator_error"]
+    scored = [e for e in eps if e.termination != "simulator_error"]  # a simulator failure is not the agent's
+    k = len(scored)
+    if k:
+        console.print(f"{k} episodes · score {sum(e.score for e in scored) / k:.3f} · success "
+                      f"{sum(e.success for e in scored) / k:.3f} · user actions/ep "
+                      f"{sum(e.user_actions for e in scored) / k:.2f} · records appended to {out}", highlight=False)
+    if errors:
+        from rich.markup import escape
+
+        last = getattr(errors[-1], "simulator_error", None) or "(no message recorded)"
+        console.print(f"[yellow]simulator errors:[/] {len(errors)} episode{'s' if len(errors) != 1 else ''} ended in "
+                      f"simulator_error (recorded in {escape(str(out))}, not scored; rerun the same command to play "
+                      f"{'them' if len(errors) != 1 else 'it'} again); the last error: {escape(last)}", highlight=False)
     return 0
 
 
@@ -206,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gym", required=True, help="gym name or id")
     _add_gym_source(p)
     p.add_argument("--out", required=True, metavar="FILE", help="episode records (JSONL), appended to")
-    p.add_argument("--n", type=int, default=None, help="only the first N tasks")
+    p.add_argument("--n", type=positive_int, default=None, help="only the first N tasks (N >= 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--agent-base-url", metavar="URL", help="base URL for openai: agents (default $OPENAI_BASE_URL)")
-    p.add_argument("--concurrency", type=int, default=16, help="episodes in flight for scripted/API agents")
+    p.add_argument("--concurrency", type=positive_int, default=16,
+                   help="episodes in flight for scripted/API agents (>= 1; default 16)")
+    add_max_turn_chars(p)
     add_local_model_args(p, "0 for greedy (the default for hf: agents here)")
     p.add_argument("--save-tokens", action="store_true",
                    help="also write prompt/response token ids, loss mask, log-probs and turn spans")
@@ -237,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "comparison report, on the embedded SmolLM2-135M and a CPU (about 16 minutes on "
                                    "2 cores). Rerunning skips the stages already done.")
     p.add_argument("--out", default="runs/quickstart", help="output directory")
-    p.add_argument("--n", type=int, default=None, help="evaluation tasks (default 8)")
+    p.add_argument("--n", type=positive_int, default=None, help="evaluation tasks (default 8)")
     p.add_argument("--sft-steps", type=int, default=None, help="SFT optimiser steps, one conversation each (default 30)")
     p.add_argument("--rl-steps", type=int, default=None, help="RL optimiser steps per run (default 1)")
     p.set_defaults(func=cmd_quickstart)

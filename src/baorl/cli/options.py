@@ -24,10 +24,100 @@ def add_local_model_args(parser: argparse.ArgumentParser, temperature_help: str)
     g.add_argument("--max-response-tokens", type=int, default=None,
                    help="episode budget: most tokens after the prompt, policy and observations (default 7,000, "
                    "the paper's; use a training run's budget to evaluate it under its own conditions)")
-    g.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
+    g.add_argument("--max-turns", type=positive_int, default=None,
+                   help="override the gym's turn limit (applies to every agent, not only hf:)")
     g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The `EngineConfig` overrides given on the command line."""
     return {field: getattr(args, opt) for opt, field in _ENGINE_FIELDS.items() if getattr(args, opt) is not None}
+
+
+def check_engine_options(agent: str, engine: dict[str, Any]) -> None:
+    """Refuse local-model options given with a text-level agent (they would be silently ignored).
+
+    ``--max-turns`` is a gym limit and applies to every agent.
+    """
+    if agent.startswith("hf:"):
+        return
+    flags = {field: "--" + opt.replace("_", "-") for opt, field in _ENGINE_FIELDS.items()}
+    given = [flags[f] for f in engine if f != "max_turns"]
+    if given:
+        raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to hf: agents only "
+                         f"(local models); {agent} does not use {'it' if len(given) == 1 else 'them'}")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse prints the error and exits with status 2).
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def char_cap(text: str) -> int | None:
+    """An argparse type for a character cap: an integer >= 1, or 0 for no cap (None)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: no cap), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: no cap), got {value}")
+    return value or None
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def add_simulator_client_args(parser: argparse.ArgumentParser) -> None:
+    """``--simulator-timeout`` and ``--simulator-retries``: the openai: simulator's endpoint client."""
+    parser.add_argument("--simulator-timeout", type=positive_float, default=None, metavar="SECONDS",
+                        help="openai: simulators: seconds per request before it counts as failed (default 60)")
+    parser.add_argument("--simulator-retries", type=non_negative_int, default=None, metavar="N",
+                        help="openai: simulators: retries of a failed or timed-out request (default 4, so a "
+                        "hung simulator costs (N + 1) x timeout per question)")
+
+
+def simulator_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The openai: simulator client's options given on the command line (None when none).
+
+    Raises:
+        ValueError: client options with a simulator that is not ``openai:MODEL``.
+    """
+    opts = {key: value for key, value in (("base_url", getattr(args, "simulator_base_url", None)),
+                                          ("timeout", getattr(args, "simulator_timeout", None)),
+                                          ("max_retries", getattr(args, "simulator_retries", None)))
+            if value is not None}
+    if opts and not (args.simulator or "").startswith("openai:"):
+        flags = ", ".join("--simulator-" + {"base_url": "base-url", "max_retries": "retries"}.get(k, k)
+                          for k in opts)
+        raise ValueError(f"{flags} appl{'ies' if len(opts) == 1 else 'y'} to openai: simulators only "
+                         f"(--simulator openai:MODEL); got --simulator {args.simulator or 'offline (default)'}")
+    return opts or None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,5 +48,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def _losses(path: Path) -> list[float]:
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["loss"] for r in rows if "loss" in r]
+    from baorl.records import read_jsonl
+
+    rows = [r for _, _, r in read_jsonl(path, torn_tail=True).rows]
+    return [r["loss"] for r in rows if isinstance(r, dict) and "loss" in r]

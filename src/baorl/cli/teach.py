@@ -13,6 +13,7 @@ console = Console()
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
+    from baorl.cli.options import simulator_options
     from baorl.cli.progress import episode_bar
     from baorl.teach.run import export_sft, teach, teach_paths
 
@@ -36,7 +37,7 @@ def cmd_teach(args: argparse.Namespace) -> int:
         summary = teach(
             gym=args.gym, teacher=args.teacher, out=args.out, n=args.n, data=args.data, split=args.split,
             simulator=args.simulator,
-            simulator_options={"base_url": args.simulator_base_url} if args.simulator_base_url else None,
+            simulator_options=simulator_options(args),
             keep=args.keep, seed=args.seed, concurrency=args.concurrency, retries=args.retries,
             max_turns=args.max_turns, teacher_options=options, on_done=bar.done, on_total=bar.total,
         )
@@ -72,6 +73,8 @@ def cmd_behaviour(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Register ``teach`` and ``behaviour`` on the `baorl` subparsers."""
+    from baorl.cli.options import add_simulator_client_args, positive_int
+
     p = sub.add_parser(
         "teach", help="play a teacher on a gym and write SFT data (behaviour enhancement)",
         description="Play one episode per task with a teacher (function-solver, telepathy-questioner, or "
@@ -81,7 +84,7 @@ def add_parsers(sub: Any) -> None:
                     "(LLaMA-Factory). Failed attempts go to OUT.failures.jsonl; rerunning skips recorded tasks.")
     p.add_argument("--gym", required=True, help="gym name or id")
     p.add_argument("--teacher", metavar="T", help="function-solver, telepathy-questioner or openai:MODEL")
-    p.add_argument("--n", type=int, default=None, help="only the first N tasks of the source")
+    p.add_argument("--n", type=positive_int, default=None, help="only the first N tasks of the source (N >= 1)")
     p.add_argument("--out", required=True, metavar="FILE", help="episode records (JSONL), e.g. teach/function.jsonl")
     p.add_argument("--data", metavar="PATH", help="UserRL data file for the gym (default: baorl's embedded set)")
     p.add_argument("--split", default="train", choices=["train", "test", "all"],
@@ -89,10 +92,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--simulator", metavar="SPEC", default=None,
                    help="user simulator: 'offline' (default where the gym needs one) or 'openai:MODEL'")
     p.add_argument("--simulator-base-url", metavar="URL", default=None, help="base URL of an openai: simulator")
+    add_simulator_client_args(p)
     p.add_argument("--keep", default="success", help="which episodes become SFT data: success (default), all, "
                    "score>X or score>=X")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--concurrency", type=int, default=8, help="episodes in flight at once")
+    p.add_argument("--concurrency", type=positive_int, default=8, help="episodes in flight at once (>= 1)")
     p.add_argument("--retries", type=int, default=2,
                    help="extra attempts for a task whose teacher endpoint failed or returned a malformed call")
     p.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")

@@ -34,6 +34,9 @@ Decisions filling the spec's gaps (metrics.md says "decided here" for several):
   ``*_seed_ci`` keys give a Student-t 95% interval of the per-seed metric over seeds.
 - Overall: the average of the gyms' metrics weighted by their numbers of tasks (gyms where a
   metric is None are left out of its average).
+- Simulator errors: an episode that ended in ``simulator_error`` says nothing about the agent (the
+  simulator or judge failed), so it is left out of every metric and of ``n``; each scope counts
+  such episodes in ``simulator_errors`` instead (a rerun of the same command plays them again).
 """
 
 from __future__ import annotations
@@ -284,7 +287,7 @@ def score_episodes(episodes: Sequence[Episode], *, K: int | None = None, n_boot:
 
     Returns:
         ``{"schema", "K", "bootstrap", "gyms": {GYM: SCOPE}, "overall": SCOPE}``, where a SCOPE holds
-        ``n`` (episodes), ``n_tasks``, ``seeds``, each of `METRIC_KEYS` with its ``*_ci`` (and
+        ``n`` (scored episodes), ``simulator_errors`` (episodes left out), ``n_tasks``, ``seeds``, each of `METRIC_KEYS` with its ``*_ci`` (and
         ``*_seed_ci`` with several seeds), ``pass_at_u`` / ``pass_at_u_ci`` keyed "1".."K", and
         counts (``user_actions``, ``terminations``, ...). Overall adds ``weights`` (tasks per gym).
         With no episodes, ``gyms`` is empty and every overall metric is None.
@@ -299,7 +302,8 @@ def score_episodes(episodes: Sequence[Episode], *, K: int | None = None, n_boot:
     """
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
-    episodes = list(episodes)
+    errors = Counter(e.gym for e in episodes if e.termination == "simulator_error")
+    episodes = [e for e in episodes if e.termination != "simulator_error"]
     K = choose_k(episodes) if K is None else K
     if K < 1:
         raise ValueError(f"K must be >= 1, got {K}")
@@ -322,15 +326,16 @@ def score_episodes(episodes: Sequence[Episode], *, K: int | None = None, n_boot:
             st = _Tasks.build([e for e in eps if e.seed == s], K)
             seeds[s] = st.means(np.arange(len(st.ids))[None, :])
             seed_parts[s].append((n, seeds[s]))
-        gyms[name] = {**_counts(eps), **_scope(point, boot, seeds, K)}
+        gyms[name] = {**_counts(eps), "simulator_errors": errors[name], **_scope(point, boot, seeds, K)}
         parts.append((n, point))
 
     if parts:
         seeds_all = {s: _weighted(p) for s, p in seed_parts.items()}
-        overall = {**_counts(episodes), **_scope(_weighted(parts), _weighted(boots) if boots else None, seeds_all, K),
+        overall = {**_counts(episodes), "simulator_errors": sum(errors.values()),
+                   **_scope(_weighted(parts), _weighted(boots) if boots else None, seeds_all, K),
                    "weights": {g: v["n_tasks"] for g, v in gyms.items()}}
     else:
-        overall = {**_counts(episodes), "weights": {}}
+        overall = {**_counts(episodes), "simulator_errors": sum(errors.values()), "weights": {}}
         overall.update({key: None for key in METRIC_KEYS})
         overall.update({f"{key}_ci": [None, None] for key in METRIC_KEYS})
         overall["pass_at_u"] = {str(k): None for k in range(1, K + 1)}

@@ -22,8 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["plot_pareto", "plot_training_curves", "save_figure", "figure_svg", "numeric_series"]
 
+#: text.parse_math off: run labels and metric keys are plain text (a '$' in a directory name is not mathtext)
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
-          "svg.fonttype": "none", "savefig.dpi": 130}
+          "svg.fonttype": "none", "savefig.dpi": 130, "text.parse_math": False}
 
 
 def save_figure(fig: Any, stem: Path) -> list[Path]:

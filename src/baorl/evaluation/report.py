@@ -25,6 +25,7 @@ from typing import Any
 
 from baorl.evaluation.metrics import N_BOOT, choose_k, pareto_front, score_episodes
 from baorl.evaluation.run import Run
+from baorl.textcap import MAX_REPORT_CHARS, check_limit, clip_text
 
 __all__ = ["write_report", "check_comparable", "summary_rows", "fmt", "fmt_ci", "Report", "safe_json"]
 
@@ -93,11 +94,20 @@ def fmt_ci(ci: Sequence[float | None] | None, digits: int = 2) -> str:
     return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def simulator_error_note(label: str, metrics: dict[str, Any]) -> str:
+    """One line on a run's episodes that ended in ``simulator_error`` (left out of its metrics)."""
+    n = metrics["overall"].get("simulator_errors", 0)
+    return (f"{label}: {n} episode{'s' if n != 1 else ''} ended in simulator_error and {'are' if n != 1 else 'is'} "
+            "left out of the metrics (the simulator failed, not the agent); rerun the same command to play "
+            f"{'them' if n != 1 else 'it'} again")
+
+
 def summary_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (run, scope): scopes are each gym, then ``overall`` when a run has several gyms.
 
     Each row: run, scope, n, n_tasks, seeds, the metric values and intervals, Pass@U-1 and
-    Pass@U-K, and ``frontier`` (whether the run's Pass@U curve in that scope is not dominated).
+    Pass@U-K, ``frontier`` (whether the run's Pass@U curve in that scope is not dominated) and
+    ``simulator_errors`` (episodes left out of the metrics).
     """
     scopes = sorted({g for m in metrics.values() for g in m["gyms"]})
     if len(scopes) > 1:
@@ -122,7 +132,7 @@ def summary_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "passK": s["pass_at_u"][K], "passK_ci": s["pass_at_u_ci"][K], "hypervolume": s["hypervolume"],
                 "hypervolume_ci": s["hypervolume_ci"], "user_rate": s["user_rate"], "user_rate_ci": s["user_rate_ci"],
                 "rtr": s["rtr"], "rtr_ci": s["rtr_ci"], "user_actions": s["user_actions"],
-                "frontier": label in front and len(metrics) > 1,
+                "frontier": label in front and len(metrics) > 1, "simulator_errors": s.get("simulator_errors", 0),
                 "seed_ci": {k: s.get(f"{k}_seed_ci") for k in ("score", "hypervolume") if f"{k}_seed_ci" in s},
             })
     return rows
@@ -147,14 +157,20 @@ def _svg_img(svg: bytes, alt: str) -> str:
             f'src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}">')
 
 
-def _episode_data(runs: Sequence[Run], labels: Sequence[str]) -> dict[str, Any]:
+def _episode_data(runs: Sequence[Run], labels: Sequence[str], max_chars: int | None = MAX_REPORT_CHARS
+                  ) -> dict[str, Any]:
+    """The episode browser's data; each turn's content, think and feedback cut to `max_chars` (marked)."""
+    def clip(text: str | None) -> str | None:
+        return text if text is None else clip_text(text, max_chars)
+
     eps = []
     for i, r in enumerate(runs):
         for e in r.episodes:
             eps.append({
                 "r": i, "g": e.gym, "id": e.task_id, "s": e.seed, "ok": bool(e.success), "term": e.termination,
                 "score": round(e.score, 4), "ua": sum(t.user_involved for t in e.turns), "sim": e.simulator,
-                "turns": [{"c": t.choice, "x": t.content, "t": t.think, "f": t.feedback, "w": round(t.reward, 4),
+                "turns": [{"c": t.choice, "x": clip(t.content), "t": clip(t.think), "f": clip(t.feedback),
+                           "w": round(t.reward, 4),
                            "u": bool(t.user_involved)} for t in e.turns],
             })
     return {"runs": list(labels), "episodes": eps}
@@ -294,6 +310,9 @@ def _metrics_table(rows: list[dict[str, Any]], compare: bool) -> str:
         if compare:
             out.append(f"<td class='l'>{e(r['run'])}</td>")
         n = f"{r['n']} ({r['n_tasks']})" + (f", {r['seeds']} seeds" if r["seeds"] > 1 else "")
+        sim = r.get("simulator_errors", 0)
+        if sim:  # left out of every metric: the simulator failed, not the agent
+            n += f" + {sim} simulator error{'s' if sim != 1 else ''}"
         out.append(f"<td class='l'>{e(r['scope'])}</td><td>{e(n)}</td>")
         out += [cell(r["score"], r["score_ci"]), cell(r["success"], r["success_ci"]), cell(r["pass1"], r["pass1_ci"]),
                 cell(r["passK"], r["passK_ci"]).replace("<td>", f"<td title='K = {r['K']}'>", 1),
@@ -356,12 +375,14 @@ class Report:
 
 
 def write_report(runs: Sequence[Run], out: str | Path, *, k: int | None = None, n_boot: int = N_BOOT, seed: int = 0,
-                 title: str | None = None) -> Report:
+                 title: str | None = None, max_text_chars: int | None = MAX_REPORT_CHARS) -> Report:
     """Score `runs` with one shared K and write the HTML report to `out`, its plots beside it.
 
     Plots: ``OUT_STEM-pareto.{png,svg}`` and, when a run has training curves,
     ``OUT_STEM-training.{png,svg}``. A single training run without validation records gives a
-    report of its curves alone.
+    report of its curves alone. The episode browser embeds at most `max_text_chars` characters of
+    each turn's content, think and feedback (a longer text is cut, with a marker giving its
+    length; None embeds everything); the records keep the whole text.
 
     Raises:
         ValueError: runs that cannot be compared (see `check_comparable`), or nothing to report.
@@ -372,6 +393,7 @@ def write_report(runs: Sequence[Run], out: str | Path, *, k: int | None = None, 
     runs = list(runs)
     if not runs:
         raise ValueError("no runs to report")
+    max_text_chars = check_limit(max_text_chars, "max_text_chars")
     with_eps = [r for r in runs if r.episodes]
     if len(runs) > 1 or with_eps:
         notes = check_comparable(runs)
@@ -384,6 +406,9 @@ def write_report(runs: Sequence[Run], out: str | Path, *, k: int | None = None, 
     metrics = {lab: score_episodes(r.episodes, K=K, n_boot=n_boot, seed=seed)
                for lab, r in zip(labels, runs, strict=True) if r.episodes}
     rows = summary_rows(metrics) if metrics else []
+    for lab, m in metrics.items():
+        if m["overall"].get("simulator_errors"):
+            notes.append(simulator_error_note(lab, m))
     compare = len(runs) > 1
     stem = out.with_name(out.stem)
     report = Report(out, metrics=metrics, rows=rows, notes=notes)
@@ -426,7 +451,7 @@ def write_report(runs: Sequence[Run], out: str | Path, *, k: int | None = None, 
             "<th>seed</th><th>success</th><th class='l'>termination</th><th>score</th><th>turns</th>"
             "<th>user actions</th></tr></thead><tbody id='ep-body'></tbody></table>"
             "<button id='ep-more' type='button'>show more</button>"
-            f"<script type='application/json' id='episodes-data'>{safe_json(_episode_data(runs, labels))}</script>"
+            f"<script type='application/json' id='episodes-data'>{safe_json(_episode_data(runs, labels, max_text_chars))}</script>"
             f"<script>{_JS}</script>")
 
     title = title or ("comparison: " + " vs ".join(labels) if compare else f"run: {labels[0]}")

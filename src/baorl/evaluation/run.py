@@ -5,11 +5,14 @@ An evaluation directory holds:
 - ``episodes.jsonl``: one `Episode` record per task (and seed), appended as each one finishes;
 - ``metrics.json``: `baorl.evaluation.metrics.score_episodes` of those records;
 - ``eval.json``: what was evaluated (agent, gyms, split or data file, simulator, seeds, options),
-  checked on resume so that one directory never mixes two evaluations;
+  checked on resume so that one directory never mixes two evaluations (records without it, e.g.
+  from ``baorl rollout``, are resumed only when their ``episodes.jsonl.meta.json`` and their own
+  fields say they are of this very run; a training run's directory is refused);
 - ``report.html``, ``report-pareto.png``, ``report-pareto.svg``: the report (`baorl.evaluation.report`).
 
 Resuming: rerunning the same command skips every finished episode; a half-written last record (a
-killed run) is dropped and its episode played again. With several gyms or seeds, each (gym, seed)
+killed run) and the records of episodes that ended in ``simulator_error`` are dropped (atomically)
+and those episodes played again; a finished evaluation is not rewritten. With several gyms or seeds, each (gym, seed)
 is played into ``parts/GYM.seedS.jsonl`` (so that resuming can tell them apart) and the parts are
 merged into ``episodes.jsonl`` at the end.
 
@@ -27,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from baorl.evaluation.metrics import N_BOOT, score_episodes
-from baorl.records import Episode, RecordFileError, read_episodes, write_episodes
+from baorl.records import Episode, RecordFileError, atomic_write, read_episodes, read_jsonl
+from baorl.textcap import MAX_REPORT_CHARS, MAX_TURN_CHARS, check_limit
 
 __all__ = ["Run", "evaluate", "load_run", "load_records", "load_train_metrics", "resolve_gyms", "EVAL_CONFIG"]
 
@@ -70,21 +74,12 @@ def load_records(path: Path) -> list[Episode]:
 
 def load_train_metrics(path: Path) -> list[dict[str, Any]]:
     """A trainer's ``metrics.jsonl``: one JSON object per line (a torn last line, a run still writing, is dropped)."""
-    rows: list[dict[str, Any]] = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            if i == len(lines):
-                break
-            raise ValueError(f"{path}:{i}: not a JSON object of metrics ({e})") from e
-        rows.append(row)
-    return rows
+    def row(value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not an object")
+        return value
+
+    return [r for _, _, r in read_jsonl(path, torn_tail=True, what="JSON object of metrics", check=row).rows]
 
 
 @dataclass
@@ -189,15 +184,36 @@ def resolve_gyms(gym: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _check_resume(out_dir: Path, config: dict[str, Any]) -> None:
+#: what a training (or SFT) run directory holds and an evaluation directory never does
+_TRAIN_MARKERS = ("rollouts.jsonl", "config.yaml", "checkpoints", "summary.json", "val", "final", "best")
+
+
+def _check_resume(out_dir: Path, config: dict[str, Any], identity: dict[str, Any] | None = None) -> None:
+    """Refuse an `out_dir` that holds something else: a training run, another evaluation (eval.json),
+    or records of another run (``episodes.jsonl`` without eval.json, e.g. from ``baorl rollout``).
+
+    `identity` is the `baorl.rollout.runner.run_identity` of a one-gym, one-seed evaluation (whose
+    records go straight to ``episodes.jsonl``); None for several (gym, seed) jobs.
+    """
+    from baorl.rollout.runner import check_identity
+
     cfg = out_dir / EVAL_CONFIG
+    marks = [m for m in _TRAIN_MARKERS if (out_dir / m).exists()]
+    if marks or ((out_dir / "metrics.jsonl").exists() and not cfg.exists()):
+        raise ValueError(f"{out_dir}: a training run directory (it holds {(marks or ['metrics.jsonl'])[0]}), not an "
+                         f"evaluation; evaluate its policy into another --out, e.g. --out {out_dir / 'eval'}")
     if not cfg.exists():
-        if (out_dir / "episodes.jsonl").exists():
-            # records without eval.json: accept them only if they are of the gyms asked for
-            for i, e in enumerate(read_episodes(out_dir / "episodes.jsonl", skip_partial_tail=True), 1):
+        records = out_dir / "episodes.jsonl"
+        if records.exists():
+            # records without eval.json: accept them only if they are of this very run
+            for i, e in enumerate(read_episodes(records, skip_partial_tail=True), 1):
                 if e.gym not in config["gyms"]:
-                    raise ValueError(f"{out_dir / 'episodes.jsonl'}:{i}: a {e.gym!r} record, but this evaluation "
+                    raise ValueError(f"{records}:{i}: a {e.gym!r} record, but this evaluation "
                                      f"is of {', '.join(config['gyms'])}; use another --out")
+            if identity is None:
+                raise ValueError(f"{records}: records not written by `baorl eval` (no {EVAL_CONFIG}); an evaluation "
+                                 "of several gyms or seeds would replace them; use another --out")
+            check_identity(records, identity)
         return
     try:
         old = json.loads(cfg.read_text(encoding="utf-8"))
@@ -236,6 +252,8 @@ def evaluate(
     report: bool = True,
     on_done: Callable[[Episode], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    max_turn_chars: int | None = MAX_TURN_CHARS,
+    max_report_chars: int | None = MAX_REPORT_CHARS,
 ) -> dict[str, Any]:
     """Evaluate `agent` on `gym` (one or several, or ``all``) and write the run directory; returns the metrics.
 
@@ -243,10 +261,15 @@ def evaluate(
     says otherwise, ``openai:`` agents request temperature 0, scripted agents are deterministic
     given the seed. One episode per task and seed. The other arguments are those of
     `baorl.rollout.runner.run_rollout`; `k`, `n_boot` and `boot_seed` those of `score_episodes`;
-    `on_total` is called with the running total of episodes left to play.
+    `on_total` is called with the running total of episodes left to play. `max_turn_chars` caps
+    the text stored per turn field (text-level agents), `max_report_chars` what the report embeds.
+
+    A start that fails before any episode is recorded (a bad agent spec or model path, an
+    unreachable endpoint) leaves no ``eval.json`` behind, so the corrected command is not refused.
 
     Raises:
-        ValueError: an empty split, ``data`` with several gyms, or `out_dir` holding another evaluation.
+        ValueError: an empty split, ``data`` with several gyms, or `out_dir` holding another evaluation,
+            another run's records or a training run.
     """
     from baorl.gyms import gym_class, load_tasks
     from baorl.rollout.runner import run_rollout
@@ -258,6 +281,13 @@ def evaluate(
         raise ValueError("seeds: give at least one seed")
     if data is not None and len(gyms) > 1:
         raise ValueError("--data names one gym's task file; evaluate one gym at a time with --data")
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
+        raise ValueError(f"the task limit (--n) must be an integer >= 1, got {limit!r}")
+    if isinstance(concurrency, bool) or int(concurrency) != concurrency or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    check_limit(max_turn_chars, "max_turn_chars")
+    check_limit(max_report_chars, "max_report_chars")
+    _check_agent(agent, agent_options)
     engine = dict(engine_options or {})
     if agent.startswith("hf:"):
         temperature = engine.get("temperature", 0.0)
@@ -275,13 +305,22 @@ def evaluate(
             raise ValueError(f"gym {g!r}: {'the file ' + str(data) if data else 'the ' + split + ' split'} has no tasks")
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: --out must be a directory")
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # the directories this start makes
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume(out_dir, config)
-    (out_dir / EVAL_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-    records = out_dir / "episodes.jsonl"
     jobs = [(g, s) for g in gyms for s in seeds]
     single = len(jobs) == 1
+    identity = None
+    if single:
+        from baorl.rollout.runner import run_identity
+
+        identity = run_identity(agent=agent, gym=gyms[0], data=data, split=split,
+                                simulator=simulator if gym_class(gyms[0]).needs_user else None, seed=seeds[0],
+                                engine_options=engine, agent_options=agent_options)
+    _check_resume(out_dir, config, identity)
+    fresh = not (out_dir / EVAL_CONFIG).exists()
+    _write_if_changed(out_dir / EVAL_CONFIG, json.dumps(config, indent=2) + "\n")
+
+    records = out_dir / "episodes.jsonl"
     total = 0
 
     def add_total(n: int) -> None:
@@ -290,26 +329,73 @@ def evaluate(
         if on_total is not None:
             on_total(total)
 
-    for g, s in jobs:
-        needs_user = gym_class(g).needs_user
-        run_rollout(
-            agent=agent, gym=g, out=records if single else out_dir / "parts" / f"{g}.seed{s}.jsonl",
-            data=data, split=split, simulator=simulator if needs_user else None,
-            simulator_options=simulator_options if needs_user else None, limit=limit, seed=s,
-            concurrency=concurrency, engine_options=engine, agent_options=agent_options,
-            on_done=on_done, on_total=add_total,
-        )
-    if not single:
+    try:
+        for g, s in jobs:
+            needs_user = gym_class(g).needs_user
+            run_rollout(
+                agent=agent, gym=g, out=records if single else out_dir / "parts" / f"{g}.seed{s}.jsonl",
+                data=data, split=split, simulator=simulator if needs_user else None,
+                simulator_options=simulator_options if needs_user else None, limit=limit, seed=s,
+                concurrency=concurrency, engine_options=engine, agent_options=agent_options,
+                on_done=on_done, on_total=add_total, max_turn_chars=max_turn_chars,
+            )
+    except BaseException:
+        if fresh:
+            _undo_failed_start(out_dir, created)
+        raise
+    if not single:  # the parts merged; unchanged on a rerun of a finished evaluation, so not rewritten
         merged = [e for g, s in jobs for e in read_episodes(out_dir / "parts" / f"{g}.seed{s}.jsonl")]
-        write_episodes(records, merged)
-    return score_dir(out_dir, k=k, n_boot=n_boot, seed=boot_seed, report=report)
+        _write_if_changed(records, merged)
+    return score_dir(out_dir, k=k, n_boot=n_boot, seed=boot_seed, report=report, max_report_chars=max_report_chars)
+
+
+def _write_if_changed(path: Path, content: str | list[Episode]) -> None:
+    """Replace `path` atomically with `content` (text, or episodes as JSON Lines), unless it already holds it."""
+    if isinstance(content, list):
+        from baorl.records import jsonl_line
+
+        content = "".join(jsonl_line(e) for e in content)
+    data = content.encode("utf-8")
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
+    atomic_write(path, data)
+
+
+def _check_agent(agent: str, agent_options: dict[str, Any] | None) -> None:
+    """Fail on a bad agent spec before anything is written: text-level agents are built (cheap, no
+    network), a local model's checkpoint directory must hold a config.json."""
+    if agent.startswith("hf:"):
+        from baorl.models.loading import resolve_model
+
+        if not agent[3:]:
+            raise ValueError("hf: needs a model: hf:embedded or hf:PATH_TO_CHECKPOINT")
+        resolve_model(agent[3:])
+        return
+    from baorl.agents import make_agent
+
+    make_agent(agent, **(agent_options or {}))
+
+
+def _undo_failed_start(out_dir: Path, created: list[Path]) -> None:
+    """Remove what a failed start wrote (eval.json, empty directories) if no episode was recorded."""
+    parts = out_dir / "parts"
+    if (out_dir / "episodes.jsonl").exists() or (parts.is_dir() and any(parts.glob("*.jsonl"))):
+        return  # episodes were recorded: keep eval.json so that the same command resumes them
+    (out_dir / EVAL_CONFIG).unlink(missing_ok=True)
+    for d in (parts, *created):
+        try:
+            d.rmdir()  # only if empty
+        except OSError:
+            pass
 
 
 def score_dir(path: str | Path, *, k: int | None = None, n_boot: int = N_BOOT, seed: int = 0,
-              report: bool = False, out: Path | None = None) -> dict[str, Any]:
+              report: bool = False, out: Path | None = None,
+              max_report_chars: int | None = MAX_REPORT_CHARS) -> dict[str, Any]:
     """Re-score a run from its records and write ``metrics.json`` beside them (or to `out`); returns the metrics.
 
-    With `report`, also writes ``report.html`` and the Pareto plot beside the metrics.
+    With `report`, also writes ``report.html`` and the Pareto plot beside the metrics (embedding at
+    most `max_report_chars` characters of each turn text field).
     """
     run = load_run(path)
     if run.records is None:
@@ -317,9 +403,10 @@ def score_dir(path: str | Path, *, k: int | None = None, n_boot: int = N_BOOT, s
     metrics = score_episodes(run.episodes, K=k, n_boot=n_boot, seed=seed)
     target = Path(out) if out is not None else run.records.parent / "metrics.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write(target, json.dumps(metrics, indent=2) + "\n")
     if report:
         from baorl.evaluation.report import write_report
 
-        write_report([run], target.parent / "report.html", k=k, n_boot=n_boot, seed=seed)
+        write_report([run], target.parent / "report.html", k=k, n_boot=n_boot, seed=seed,
+                     max_text_chars=max_report_chars)
     return metrics

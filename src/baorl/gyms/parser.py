@@ -10,6 +10,10 @@ Accepted forms, tried in this order:
 
 The text inside ``<think>...</think>`` is returned separately; it never counts as a tool call.
 
+Whatever a model emits is parsed without raising: a call nested too deeply for ``json`` is a
+malformed call (its error says so), and lone surrogates (``"\\ud800"`` in an endpoint's JSON) are
+replaced by U+FFFD before anything else, so the text can be recorded.
+
 >>> parse_action('<think>try it</think><tool_call>{"name": "interact_with_env", '
 ...              '"arguments": {"choice": "answer", "content": "42"}}</tool_call>')
 ParsedAction(choice='answer', content='42', think='try it', error=None)
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from baorl.gyms.tool import CHOICES, TOOL_NAME
+from baorl.records import clean_json, clean_text
 from baorl.users.jsonfix import match_brace
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
@@ -59,17 +64,25 @@ def extract_think(text: str) -> str:
     return m.group(1).strip() if m else ""
 
 
+class _TooDeep(ValueError):
+    """JSON nested deeper than the parser's recursion limit."""
+
+
 def _load_json(s: str) -> Any:
+    """Parse JSON; `json.JSONDecodeError` when it is not, `_TooDeep` when it nests too deeply."""
     s = s.strip()
     try:
-        return json.loads(s)
-    except json.JSONDecodeError:
-        # models often append stray text after the object: keep the first balanced object
-        start = s.find("{")
-        end = match_brace(s, start) if start != -1 else None
-        if end is None:
-            raise
-        return json.loads(s[start : end + 1])
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            # models often append stray text after the object: keep the first balanced object
+            start = s.find("{")
+            end = match_brace(s, start) if start != -1 else None
+            if end is None:
+                raise
+            return json.loads(s[start : end + 1])
+    except RecursionError:
+        raise _TooDeep("nested too deeply") from None
 
 
 def _from_call(call: Any, think: str) -> ParsedAction:
@@ -85,6 +98,8 @@ def _from_call(call: Any, think: str) -> ParsedAction:
     if isinstance(args, str):
         try:
             args = _load_json(args) if args.strip() else {}
+        except _TooDeep:
+            return ParsedAction(None, think=think, error="tool call arguments are nested too deeply")
         except json.JSONDecodeError:
             return ParsedAction(None, think=think, error="tool call arguments are not valid JSON")
     if not isinstance(args, dict):
@@ -96,12 +111,19 @@ def _from_call(call: Any, think: str) -> ParsedAction:
     if choice not in CHOICES:
         return ParsedAction(None, think=think, error=f"choice must be one of {', '.join(CHOICES)}; got {choice!r}")
     if not isinstance(content, str):
-        content = json.dumps(content) if isinstance(content, (list, dict)) else str(content)
-    return ParsedAction(choice, content.strip(), think)
+        try:
+            content = json.dumps(content) if isinstance(content, (list, dict)) else str(content)
+        except (RecursionError, ValueError):
+            return ParsedAction(None, think=think, error="tool call content is nested too deeply")
+    return ParsedAction(choice, clean_text(content.strip()), think)
 
 
 def parse_action(output: Any) -> ParsedAction:
     """Parse an agent's output (text, tool-call dict or list of tool calls) into one call."""
+    try:
+        output = clean_json(output)
+    except RecursionError:  # a tool-call object nested too deeply to walk
+        return ParsedAction(None, error="tool call is nested too deeply")
     if isinstance(output, list):
         if not output:
             return ParsedAction(None, error="empty tool-call list")
@@ -117,6 +139,8 @@ def parse_action(output: Any) -> ParsedAction:
     if m:
         try:
             payload = _load_json(m.group(1))
+        except _TooDeep:
+            return ParsedAction(None, think=think, error="tool call is nested too deeply")
         except json.JSONDecodeError:
             return ParsedAction(None, think=think, error="tool call is not valid JSON")
         return _from_call(payload, think)

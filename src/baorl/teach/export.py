@@ -164,17 +164,11 @@ def conversation_to_sharegpt(conv: dict[str, Any]) -> dict[str, Any]:
 
 # ---- writing ---------------------------------------------------------------------------------------
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> int:
-    """Write JSON Lines to a temporary file and rename it over `path`; returns the row count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
+    """Write JSON Lines to a temporary file and rename it over `path`; returns the row count
+    (`baorl.records.write_jsonl`: atomic, line separators escaped, lone surrogates replaced)."""
+    from baorl.records import write_jsonl
+
+    return write_jsonl(path, list(rows))
 
 
 def write_dataset_info(sharegpt_path: str | os.PathLike, name: str) -> Path:

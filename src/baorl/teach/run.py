@@ -27,7 +27,6 @@ or ``score>X`` / ``score>=X``.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from typing import Any
 
 from baorl.agents.base import Agent, AgentError
 from baorl.gyms import gym_class, load_tasks
-from baorl.records import Episode, iter_episodes, write_episodes
+from baorl.records import Episode, append_jsonl, iter_episodes, write_episodes
 from baorl.rollout.play import aplay_episode
 from baorl.rollout.runner import finished_task_ids
 from baorl.teach.export import (
@@ -227,9 +226,7 @@ def teach(
         summary.failed_attempts += 1
         row = {"task_id": task_id, "attempt": attempt, "kind": kind, "error": error,
                "episode": ep.model_dump() if ep is not None else None}
-        paths["failures"].parent.mkdir(parents=True, exist_ok=True)
-        with paths["failures"].open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(paths["failures"], [row])
 
     async def play_task(task: Any, sem: asyncio.Semaphore) -> None:
         async with sem:

@@ -24,25 +24,30 @@ from rich.progress import (
 )
 from transformers import TrainerCallback
 
-from baorl.records import write_episodes
+from baorl.records import append_jsonl, atomic_write, read_jsonl, write_episodes, write_jsonl
 
 __all__ = ["MetricsFile", "RichProgress", "Validation", "keep_steps", "save_policy"]
 
 
 def keep_steps(path: Path, keep: Callable[[int], bool]) -> None:
-    """Rewrite a run's JSONL log keeping the records whose ``step`` satisfies `keep` (on resume:
-    the records of steps after the checkpoint go, as does a torn last line of a killed write)."""
+    """Keep the records of a run's JSONL log whose ``step`` satisfies `keep` (on resume: the records
+    of steps after the checkpoint go, as does a torn last line of a killed write).
+
+    The file is rewritten only when something goes, atomically (`baorl.records.write_jsonl`), the
+    kept lines byte for byte; lines end at ``"\\n"`` only (`baorl.records.read_jsonl`).
+    """
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if keep(record.get("step", 0)):
-            kept.append(line + "\n")
-    path.write_text("".join(kept), encoding="utf-8")
+
+    def obj(value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not an object")
+        return value
+
+    lines = read_jsonl(path, torn_tail=True, what="JSON object", check=obj)
+    kept = [text + "\n" for _, text, record in lines.rows if keep(record.get("step", 0))]
+    if lines.torn is not None or len(kept) < len(lines.rows):
+        write_jsonl(path, kept)
 
 
 def save_policy(model: Any, tokenizer: Any, path: Path) -> None:
@@ -73,9 +78,7 @@ class MetricsFile(TrainerCallback):
             keep_steps(self.path, lambda step: step <= resume_step)
 
     def write(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, [record])
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if logs:
@@ -157,11 +160,11 @@ class Validation(TrainerCallback):
         metrics = {**metrics, "seconds": round(time.perf_counter() - t0, 2)}
         out.mkdir(parents=True, exist_ok=True)
         write_episodes(out / "episodes.jsonl", episodes)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))  # it marks the step done: never torn
         if self.best is None or metrics["score"] > self.best["score"]:
             self.save_best(self.best_path)
             self.best = {"step": step, "score": metrics["score"]}
-            (self.dir / "best.json").write_text(json.dumps(self.best))
+            atomic_write(self.dir / "best.json", json.dumps(self.best))
         logs = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         if self.trainer is not None:
             self.trainer.log(logs)

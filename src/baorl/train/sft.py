@@ -190,13 +190,14 @@ def training_template(tokenizer: Any, name: str) -> str:
 def _metrics_callback(path: Path) -> Any:
     from transformers import TrainerCallback
 
+    from baorl.records import append_jsonl
+
     class _Metrics(TrainerCallback):
         """Append every log record (train loss per logging step, eval loss, the final summary)."""
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
             if state.is_world_process_zero and logs:
-                with path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                append_jsonl(path, [{"step": state.global_step, **logs}])
 
     return _Metrics()
 

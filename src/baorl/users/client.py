@@ -15,6 +15,11 @@
 Only validated replies are cached. The API key is never shown: not in `repr`, error messages or
 logs (error texts from the server are scrubbed of it too).
 
+Bad text never escapes as anything but `SimulatorError`: lone surrogates in a reply (or in the
+agent's text quoted in a prompt) become U+FFFD before they are parsed, cached or hashed; a reply
+nested too deeply, or one that trips a validator in an unexpected way, counts as unusable and is
+retried; a cache that cannot be written is logged and skipped.
+
 Example:
     >>> client = LLMClient("gpt-4o", base_url="http://localhost:8000/v1", api_key="sk-secret")
     >>> client
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from baorl.records import clean_json, clean_text
 from baorl.users.base import SimulatorError
 from baorl.users.jsonfix import parse_json_reply
 
@@ -191,6 +197,7 @@ class LLMClient:
         Raises:
             SimulatorError: the retries are spent, or the server refused the request outright.
         """
+        messages = clean_json(messages)
         key = self._cache_key(messages)
         cached = self._cache_read(key)
         if cached is not None:
@@ -238,12 +245,16 @@ class LLMClient:
             async with loop_state.sem:
                 try:
                     content = await self._create(loop_state.sdk, messages)
-                    obj = parse_json_reply(content)
+                    obj = clean_json(parse_json_reply(content))
                     value = validate(obj) if validate else obj
                 except _Retry as e:
                     last, delay = e.reason, e.delay
+                except SimulatorError:
+                    raise
                 except ValueError as e:  # the reply did not parse, or `validate` rejected it
                     last, delay = f"unusable reply: {self._scrub(e)}", 0.0
+                except Exception as e:  # noqa: BLE001 (nested too deeply, a validator tripped): bad text too
+                    last, delay = f"unusable reply ({type(e).__name__}): {self._scrub(e)}", 0.0
                 else:
                     self._cache_write(key, messages, obj)
                     return value, obj
@@ -304,7 +315,7 @@ class LLMClient:
                 raise _Retry("malformed response: no choices[0].message.content") from None
             if not isinstance(content, str) or not content.strip():
                 raise _Retry("empty reply")
-            return content
+            return clean_text(content)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -352,7 +363,7 @@ class LLMClient:
             return None
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None  # a torn or foreign file: ignore it, it will be overwritten
         reply = entry.get("reply") if isinstance(entry, dict) else None
         return reply if isinstance(reply, dict) else None
@@ -373,8 +384,8 @@ class LLMClient:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-        except OSError as e:  # a read-only or full disk must not fail the episode
-            log.warning("simulator cache: could not write %s: %s", path, e)
+        except (OSError, ValueError, RecursionError) as e:  # a read-only or full disk, unencodable text:
+            log.warning("simulator cache: could not write %s: %s", path, e)  # the episode goes on
 
 
 class _LoopState:
