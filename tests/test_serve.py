@@ -258,6 +258,26 @@ def test_malformed_requests_get_400(served: Served, body: Any, param: str | None
     assert err["param"] == param
 
 
+@pytest.mark.parametrize("name", ["deep array", "deep inside a message", "deep but parseable", "not UTF-8"])
+def test_bodies_that_fail_to_parse_get_400(served: Served, name: str) -> None:
+    """A deeply nested body was once a RecursionError and a 500."""
+    bodies = {
+        "deep array": "[" * 100_000 + "]" * 100_000,
+        "deep inside a message": json.dumps({"model": NAME, "messages": [{"role": "user", "content": "hi", "x": []}]})
+        .replace("[]", "[" * 5000 + "]" * 5000),
+        "deep but parseable": json.dumps({"model": NAME, "messages": PLAIN, "chat_template_kwargs": {"x": []}})
+        .replace("[]", "[" * 900 + "]" * 900),
+        "not UTF-8": b"\xff\xfe{}",
+    }
+    r = httpx.post(served.url + "/chat/completions", content=bodies[name], headers={"Content-Type": "application/json"},
+                   timeout=60)
+    assert r.status_code in (200, 400), f"{name}: HTTP {r.status_code} {r.text[:300]}"
+    if name != "deep but parseable":
+        assert r.status_code == 400, f"{name}: HTTP {r.status_code}"
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and "not valid JSON" in err["message"], err
+
+
 def test_unknown_model_and_route_get_404(served: Served, client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="serves 'tiny-overfit'"):
         client.chat.completions.create(model="gpt-4o", messages=PLAIN)  # type: ignore[arg-type]
@@ -393,11 +413,13 @@ def test_serve_options_are_checked_before_loading() -> None:
         serve_main(["embedded", "--max-batch", "0"])
     with pytest.raises(ValueError, match="--port must be in 0..65535"):
         serve_main(["embedded", "--port", "70000"])
+    with pytest.raises(ValueError, match="--max-body-mb must be a number > 0"):
+        serve_main(["embedded", "--max-body-mb", "0"])
 
 
 def test_generation_failure_is_a_500_that_the_agent_retries(served: Served) -> None:
     class Broken(Engine):
-        def generate(self, prompts: Any, params: Any) -> Any:
+        def generate(self, prompts: Any, params: Any, **kw: Any) -> Any:
             raise RuntimeError("out of memory")
 
     with BackgroundServer(create_app(Broken(served.engine.model, served.tok), served.template, NAME)) as server:
@@ -408,3 +430,129 @@ def test_generation_failure_is_a_500_that_the_agent_retries(served: Served) -> N
         with pytest.raises(AgentError, match=r"after 3 attempt\(s\); last error: HTTP 500"):
             agent.respond("task", agent.start("sys", "task", {}))
         assert agent.requests == 3 and agent.retries == 2
+
+
+# ------------------------------------------------------------------------------------------- one client cannot tie it up
+
+
+def test_oversized_bodies_get_413(served: Served) -> None:
+    url = served.url + "/chat/completions"
+    r = httpx.post(url, content=b"x" * (5 * 2**20), headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413, r.text
+    err = r.json()["error"]
+    assert err["code"] == "request_too_large" and "at most 4,194,304 bytes" in err["message"]
+    assert "--max-body-mb" in err["message"]
+
+    engine = Engine(served.engine.model, served.tok)
+    with BackgroundServer(create_app(engine, served.template, NAME, max_body_bytes=2000)) as server:
+        small = server.base_url + "/chat/completions"
+        body = json.dumps({"model": NAME, "messages": PLAIN, "temperature": 0, "max_tokens": 2}).encode()
+        assert httpx.post(small, content=body, headers={"Content-Type": "application/json"}).status_code == 200
+        r = httpx.post(small, content=b" " * 2001, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "is 2,001 bytes; this server accepts at most 2,000" in r.text
+        # no Content-Length (chunked): counted as it arrives
+        r = httpx.post(small, content=iter([b" " * 1500, b" " * 1500]), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        assert httpx.get(server.base_url.removesuffix("/v1") + "/health").status_code == 200
+
+
+class SlowTokenizer:
+    """The served tokenizer, but encoding takes `delay` seconds (a huge prompt's tokenisation)."""
+
+    def __init__(self, tok: Any, delay: float) -> None:
+        self._tok, self.delay = tok, delay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tok, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay)
+        return self._tok(*args, **kwargs)
+
+
+def test_tokenisation_does_not_block_the_event_loop(served: Served) -> None:
+    """Once a 20 MB body was tokenised on the event loop and /health waited 16.8 s."""
+    import threading
+
+    engine = Engine(served.engine.model, SlowTokenizer(served.tok, 2.0))
+    with BackgroundServer(create_app(engine, served.template, NAME)) as server:
+        result: dict[str, Any] = {}
+        body = {"model": NAME, "messages": PLAIN, "temperature": 0}
+        t = threading.Thread(target=lambda: result.update(r=httpx.post(server.base_url + "/chat/completions",
+                                                                       json=body, timeout=60)))
+        t.start()
+        time.sleep(0.4)  # the request is being tokenised now
+        start = time.monotonic()
+        health = httpx.get(server.base_url.removesuffix("/v1") + "/health", timeout=30)
+        waited = time.monotonic() - start
+        t.join()
+    assert health.status_code == 200 and waited < 0.8, waited
+    assert result["r"].status_code == 200 and result["r"].json()["choices"][0]["message"]["content"] == PLAIN_REPLY
+
+
+def test_generate_stops_abandoned_rows(served: Served) -> None:
+    import threading
+
+    from baorl.serve.engine import GenParams
+
+    ids = served.tokens(render_prompt(served.tok, served.template, [{"role": "user", "content": "Write anything."}]))
+    p = GenParams(max_tokens=24, temperature=0)
+    (alone,) = served.engine.generate([ids], [p])
+    gone, kept = threading.Event(), threading.Event()
+    gone.set()
+    cut, full = served.engine.generate([ids, ids], [p, p], abandoned=[gone, kept])
+    assert full.text == alone.text and full.completion_tokens == alone.completion_tokens
+    assert cut.completion_tokens <= 2 < alone.completion_tokens
+
+
+class SlowEngine(Engine):
+    """Generation at 10 ms a token that honours abandoned rows, to time what a client waits for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[int, int]] = []  # (rows, steps run)
+
+    def generate(self, prompts: Any, params: Any, *, abandoned: Any = None) -> Any:
+        from baorl.serve.engine import Generation
+
+        steps = 0
+        for steps in range(max(p.max_tokens for p in params)):  # noqa: B007
+            if abandoned is not None and all(f.is_set() for f in abandoned):
+                break
+            time.sleep(0.01)
+        else:
+            steps += 1
+        self.calls.append((len(prompts), steps))
+        return [Generation("x" * min(steps, p.max_tokens), min(steps, p.max_tokens), "length") for p in params]
+
+
+def test_requests_of_clients_that_left_are_dropped(served: Served) -> None:
+    """Once a 2-token request waited 37 s behind 16 abandoned ones that still generated."""
+    engine = SlowEngine(served.engine.model, served.tok, max_batch=1, batch_wait=0)
+    with BackgroundServer(create_app(engine, served.template, NAME)) as server:
+        body = json.dumps({"model": NAME, "messages": PLAIN, "temperature": 0, "max_tokens": 500}).encode()
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        socks = []
+        for _ in range(8):  # 8 requests of 5 s each, one at a time
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(head + body)
+            socks.append(s)
+        deadline = time.monotonic() + 30
+        while engine.pending < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.pending == 8
+        for s in socks:  # every client gives up
+            s.close()
+        start = time.monotonic()
+        r = httpx.post(server.base_url + "/chat/completions", timeout=30,
+                       json={"model": NAME, "messages": PLAIN, "temperature": 0, "max_tokens": 2})
+        waited = time.monotonic() - start
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+    assert waited < 3.0, waited
+    assert engine.abandoned == 8
+    # the one generating stopped within a poll of its client leaving, and so did any queued one that started
+    # before its own client's departure was seen; the others never ran; then the 2-token request ran
+    *dropped, last = engine.calls
+    assert last == (1, 2) and 1 <= len(dropped) <= 8
+    assert sum(steps for _, steps in dropped) < 100, dropped  # under 1 s of generation in all, not 8 x 5 s

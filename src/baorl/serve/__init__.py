@@ -44,6 +44,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="how long to gather concurrent requests into a batch, in ms (default 10)")
     p.add_argument("--max-tokens-default", type=int, default=1024,
                    help="max_tokens for requests that give none (default 1024)")
+    p.add_argument("--max-body-mb", type=float, default=4.0, metavar="MB",
+                   help="largest request body accepted, in MiB; larger ones get HTTP 413 (default 4)")
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no key needed)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -63,12 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-batch must be >= 1, got {args.max_batch}")
     if args.batch_wait_ms < 0:
         raise ValueError(f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}")
+    if not 0 < args.max_body_mb < float("inf"):
+        raise ValueError(f"--max-body-mb must be a number > 0, got {args.max_body_mb}")
     run_server(
         args.model, args.host, args.port, chat_template=args.chat_template,
         served_model_name=args.served_model_name, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         default_max_tokens=args.max_tokens_default, dtype=args.dtype, device=args.device,
-        log_level=args.log_level,
+        log_level=args.log_level, max_body_bytes=max(1, int(args.max_body_mb * 2**20)),
     )
     return 0
 

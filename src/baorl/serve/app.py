@@ -24,9 +24,15 @@ request field:
   ``{"enable_thinking": false}`` with the ``qwen3`` template. Other fields are ignored.
 
 Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``: 400 for a malformed
-request, 401 for a missing or wrong key (only with ``api_key``; otherwise an ``Authorization``
-header is accepted and ignored), 404 for an unknown model, 500 if generation fails. Request
-bodies are never logged.
+request (any body that does not parse, however deeply nested), 401 for a missing or wrong key
+(only with ``api_key``; otherwise an ``Authorization`` header is accepted and ignored), 404 for an
+unknown model, 413 for a body over ``max_body_bytes`` (default 4 MiB), 500 if generation fails.
+Request bodies are never logged.
+
+One client cannot tie the server up: bodies are capped, parsing, template rendering and
+tokenisation run on worker threads (never on the event loop, so ``/health`` and other requests
+stay responsive), and a request whose client disconnects is dropped from the generation queue, or
+stopped at its next token if its batch is already generating.
 """
 
 from __future__ import annotations
@@ -41,21 +47,29 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from baorl.serve.engine import Engine, GenParams, parse_reply, render_prompt
+from baorl.serve.engine import Engine, Generation, GenParams, parse_reply, render_prompt
 
 log = logging.getLogger(__name__)
 
 #: default for requests that give no max_tokens (CPU generation is slow; raise it on a GPU)
 DEFAULT_MAX_TOKENS = 1024
+#: largest request body accepted (413 above it); a long chat with tool schemas is well under 1 MiB
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20
+#: how often a waiting request checks whether its client is still connected, in seconds
+DISCONNECT_POLL_S = 0.1
+#: an oversized body is read and discarded up to this size so that the client gets its 413 (beyond it,
+#: the connection is closed while the client may still be sending)
+_DRAIN_LIMIT = 64 * 2**20
 _ROLES = {"system", "user", "assistant", "tool"}
 
 
@@ -206,6 +220,9 @@ def create_app(
     *,
     api_key: str | None = None,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    prepare_workers: int = 4,
+    disconnect_poll_s: float = DISCONNECT_POLL_S,
 ) -> FastAPI:
     """The FastAPI app serving `engine` under the model id `model_name`.
 
@@ -215,12 +232,36 @@ def create_app(
         model_name: the id clients must send as ``model``.
         api_key: if set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``.
         default_max_tokens: ``max_tokens`` for requests that give none.
+        max_body_bytes: largest request body accepted; a larger one gets 413.
+        prepare_workers: threads that parse, render and tokenise requests (off the event loop).
+        disconnect_poll_s: how often a request waiting for its generation checks that its client
+            is still there; one that is gone is dropped (`Engine.abandon`).
     """
+    if int(max_body_bytes) != max_body_bytes or max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be an integer >= 1, got {max_body_bytes!r}")
+    if int(prepare_workers) != prepare_workers or prepare_workers < 1:
+        raise ValueError(f"prepare_workers must be an integer >= 1, got {prepare_workers!r}")
+    if not disconnect_poll_s > 0:
+        raise ValueError(f"disconnect_poll_s must be > 0, got {disconnect_poll_s!r}")
+    pool: ThreadPoolExecutor | None = None
+
+    def workers() -> ThreadPoolExecutor:
+        nonlocal pool
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=int(prepare_workers), thread_name_prefix="baorl-serve-prepare")
+        return pool
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
+        nonlocal pool
         engine.start()
-        yield
-        await asyncio.to_thread(engine.close)
+        try:
+            yield
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+            await asyncio.to_thread(engine.close)
 
     app = FastAPI(title="baorl serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     created = int(time.time())
@@ -273,12 +314,49 @@ def create_app(
                            param="model", code="model_not_found")
         return model_card()
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
-        authorize(request)
+    def too_large(size: int | None) -> APIError:
+        got = f"is {size:,} bytes" if size is not None else "is larger than that"
+        return APIError(413, f"the request body {got}; this server accepts at most {max_body_bytes:,} bytes "
+                        "(baorl serve --max-body-mb)", code="request_too_large")
+
+    async def read_body(request: Request) -> bytes:
+        """The body, or 413 once it passes `max_body_bytes` (read and discarded up to `_DRAIN_LIMIT`)."""
+        declared = request.headers.get("content-length")
+        size: int | None = None
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise APIError(400, f"invalid Content-Length header {declared[:40]!r}") from None
+            if size > _DRAIN_LIMIT:
+                raise too_large(size)  # not worth reading: the connection closes under the client
+        chunks: list[bytes] = []
+        got = 0
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > max_body_bytes or (size is not None and size > max_body_bytes):
+                chunks.clear()  # over the cap: keep nothing, read on only so that the client hears the 413
+                if got > _DRAIN_LIMIT:
+                    break
+                continue
+            chunks.append(chunk)
+        if got > max_body_bytes or (size is not None and size > max_body_bytes):
+            raise too_large(size)
+        return b"".join(chunks)
+
+    def prepare(raw: bytes) -> tuple[ChatRequest, list[dict[str, Any]] | None, list[int], GenParams]:
+        """Parse, validate, render and tokenise one request (on a worker thread: all of it is CPU work)."""
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _prepare(raw)
+        except RecursionError:
+            raise APIError(400, "the request body is nested too deeply to process") from None
+
+    def _prepare(raw: bytes) -> tuple[ChatRequest, list[dict[str, Any]] | None, list[int], GenParams]:
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise APIError(400, "the request body is not valid JSON: it is nested too deeply") from None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
             raise APIError(400, "the request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object")
@@ -304,7 +382,7 @@ def create_app(
             raise
         except Exception as e:  # noqa: BLE001 (a template error is the request's fault)
             raise APIError(400, f"cannot render the messages with the chat template: {e}", param="messages") from None
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         max_tokens = req.max_completion_tokens or req.max_tokens or default_max_tokens
         if engine.context_length is not None:
             room = engine.context_length - len(prompt_ids)
@@ -316,10 +394,38 @@ def create_app(
         params = GenParams(max_tokens=max_tokens, temperature=temperature,
                            top_p=1.0 if req.top_p is None else req.top_p, stop=_stops(req),
                            tool_stop=tools is not None, seed=req.seed)
+        return req, tools, prompt_ids, params
+
+    async def generation(request: Request, fut: Future[Generation]) -> Generation | None:
+        """The finished generation, or None once the client has gone (the request is then dropped)."""
+        waiter = asyncio.wrap_future(fut)
         try:
-            gen = await asyncio.wrap_future(engine.submit(prompt_ids, params))
+            while True:
+                done, _ = await asyncio.wait({waiter}, timeout=disconnect_poll_s)
+                if done:
+                    return waiter.result()
+                if await request.is_disconnected():
+                    engine.abandon(fut)
+                    waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody reads it
+                    log.info("client went away: its request was dropped")
+                    return None
+        finally:
+            if not fut.done():  # the handler itself was cancelled
+                engine.abandon(fut)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        authorize(request)
+        raw = await read_body(request)
+        req, tools, prompt_ids, params = await asyncio.get_running_loop().run_in_executor(workers(), prepare, raw)
+        if await request.is_disconnected():
+            return Response(status_code=499)  # the client left while its prompt was prepared
+        try:
+            gen = await generation(request, engine.submit(prompt_ids, params))
         except Exception as e:  # noqa: BLE001
             raise APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error") from None
+        if gen is None:
+            return Response(status_code=499)  # nobody is listening; nginx's code for "client closed request"
 
         parsed = parse_reply(gen.text, tools=tools is not None)
         message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
@@ -450,6 +556,7 @@ def run_server(
     dtype: str = "float32",
     device: str = "cpu",
     log_level: str = "info",
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Load `model` (``embedded`` or a checkpoint directory) and serve it until interrupted."""
     import uvicorn
@@ -459,11 +566,14 @@ def run_server(
 
     if default_max_tokens < 1:
         raise ValueError(f"--max-tokens-default must be >= 1, got {default_max_tokens}")
+    if max_body_bytes < 1:
+        raise ValueError(f"--max-body-mb must be > 0, got {max_body_bytes / 2**20:g} MiB")
     check_host(host, api_key=api_key)
     lm, tokenizer = load_model(model, dtype=dtype, device=device)
     template = resolve_template(tokenizer, chat_template)
     engine = Engine(lm, tokenizer, max_batch=max_batch, batch_wait=batch_wait_ms / 1000)
     name = served_model_name or model
-    app = create_app(engine, template, name, api_key=api_key, default_max_tokens=default_max_tokens)
+    app = create_app(engine, template, name, api_key=api_key, default_max_tokens=default_max_tokens,
+                     max_body_bytes=max_body_bytes)
     log.warning("serving %s as %r on http://%s:%d/v1", model, name, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -15,6 +15,10 @@ Generation stops at the tokenizer's end-of-turn tokens (EOS, ``<|im_end|>``), at
 `stop` strings (removed from the reply, as OpenAI does) and, when tools are offered, right after
 ``</tool_call>`` (kept: it closes the call). `parse_reply` then splits the text into content,
 ``<think>`` reasoning and Hermes tool calls.
+
+A request whose client went away is dropped with `Engine.abandon`: skipped if it is still queued,
+and, if its batch is already generating, its row stops at the next token (the batch ends as soon
+as every row that still has a client is done).
 """
 
 from __future__ import annotations
@@ -177,6 +181,7 @@ class _Job:
     prompt_ids: list[int]
     params: GenParams
     future: Future[Generation]
+    abandoned: threading.Event = field(default_factory=threading.Event)
 
 
 class Engine:
@@ -190,6 +195,7 @@ class Engine:
 
     Attributes:
         batches: ``generate`` calls run so far; `largest_batch`: the most rows one of them had.
+        abandoned: requests dropped by `abandon` (their clients went away).
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 8, batch_wait: float = 0.01) -> None:
@@ -204,6 +210,8 @@ class Engine:
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         self.batches = 0
         self.largest_batch = 0
+        self.abandoned = 0
+        self._jobs: dict[Future[Generation], _Job] = {}  # queued or generating, by their futures
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -240,8 +248,30 @@ class Engine:
         """Queue one generation; the future resolves on the worker thread."""
         self.start()
         fut: Future[Generation] = Future()
-        self._queue.put(_Job(list(prompt_ids), params, fut))
+        job = _Job(list(prompt_ids), params, fut)
+        self._jobs[fut] = job
+        fut.add_done_callback(lambda f: self._jobs.pop(f, None))
+        self._queue.put(job)
         return fut
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or generating."""
+        return len(self._jobs)
+
+    def abandon(self, fut: Future[Generation]) -> bool:
+        """Drop the request behind `fut` (its client went away); False if it had finished or was dropped.
+
+        A queued request is cancelled and never generates; a generating one stops at its next
+        token, and its batch ends once the rows still wanted are done.
+        """
+        job = self._jobs.get(fut)
+        if job is None or fut.done() or job.abandoned.is_set():
+            return False
+        job.abandoned.set()
+        fut.cancel()  # succeeds while queued; a running future finishes on the worker
+        self.abandoned += 1
+        return True
 
     def _run(self) -> None:
         while True:
@@ -264,8 +294,15 @@ class Engine:
                 if j.future.set_running_or_notify_cancel():  # skip requests whose client went away
                     groups.setdefault(j.params.batch_key(i), []).append(j)
             for group in groups.values():
+                group = [j for j in group if not j.abandoned.is_set()]  # dropped while an earlier group ran
+                for j in jobs:
+                    if j.abandoned.is_set() and not j.future.done():
+                        j.future.set_exception(RequestAbandoned("the client went away"))
+                if not group:
+                    continue
                 try:
-                    results = self.generate([j.prompt_ids for j in group], [j.params for j in group])
+                    results = self.generate([j.prompt_ids for j in group], [j.params for j in group],
+                                            abandoned=[j.abandoned for j in group])
                 except Exception as e:  # noqa: BLE001 (handed to the waiting request)
                     log.exception("generation failed")
                     for j in group:
@@ -277,8 +314,13 @@ class Engine:
                 return
 
     # ---- one batched generate -----------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], params: list[GenParams]) -> list[Generation]:
-        """Generate for `prompts` in one left-padded batch; the rows must share a `batch_key`."""
+    def generate(self, prompts: list[list[int]], params: list[GenParams], *,
+                 abandoned: list[threading.Event] | None = None) -> list[Generation]:
+        """Generate for `prompts` in one left-padded batch; the rows must share a `batch_key`.
+
+        `abandoned`: one flag per row; a row whose flag is set stops at its next token (its client
+        went away), and the batch ends once every row is done.
+        """
         p0 = params[0]
         width = max(len(p) for p in prompts)
         rows = [[self.pad_id] * (width - len(p)) + p for p in prompts]
@@ -296,13 +338,17 @@ class Engine:
             pad_token_id=self.pad_id,
         )
         stops = self._stop_strings(p0)
-        criteria = StoppingCriteriaList([_StopOnText(self.tokenizer, stops, width)]) if stops else None
+        criteria = StoppingCriteriaList([_StopOnText(self.tokenizer, stops, width)] if stops else [])
+        if abandoned is not None:
+            if len(abandoned) != len(prompts):
+                raise ValueError(f"got {len(abandoned)} abandoned flags for {len(prompts)} prompts")
+            criteria.append(_StopAbandoned(abandoned))
         with torch.inference_mode():
             if p0.seed is not None and p0.temperature > 0:
                 torch.manual_seed(p0.seed)
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                stopping_criteria=criteria,
+                stopping_criteria=criteria or None,
             )
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(prompts))
@@ -350,6 +396,20 @@ def _first_stop(text: str, p: GenParams) -> tuple[int, str] | None:
         if i >= 0 and (best is None or i < best[0]):
             best = (i, i + len(TOOL_CALL_END), TOOL_CALL_END)  # the closing tag is kept
     return None if best is None else (best[1], best[2])
+
+
+class RequestAbandoned(Exception):
+    """Set on the future of a request dropped by `Engine.abandon` (nobody is waiting for it)."""
+
+
+class _StopAbandoned(StoppingCriteria):
+    """A stopping criterion: a row is done once its request has been abandoned."""
+
+    def __init__(self, flags: list[threading.Event]) -> None:
+        self.flags = flags
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        return torch.tensor([f.is_set() for f in self.flags], dtype=torch.bool, device=input_ids.device)
 
 
 class _StopOnText(StoppingCriteria):
