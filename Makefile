@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser quickstart test test-fast test-verl verl-env bench lint clean
+.PHONY: setup browser quickstart test test-fast test-verl verl-env bench gpu-smoke-pack lint clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,12 @@ test-verl: verl-env
 
 bench: setup
 	$(PY) bench/gyms.py
+
+# what bench/gpu_smoke.py needs on the GPU machine (no network there): cp312 manylinux wheels of the
+# packages it lacks and the embedded GGUF's tokenizer files, in an ignored folder a run carries
+# (README "Benchmarks", GPU smoke check)
+gpu-smoke-pack: setup
+	$(PY) bench/gpu_smoke.py pack --dir .cache/gpu-pack
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
