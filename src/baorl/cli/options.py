@@ -48,30 +48,35 @@ def check_engine_options(agent: str, engine: dict[str, Any]) -> None:
                          f"(local models); {agent} does not use {'it' if len(given) == 1 else 'them'}")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse prints the error and exits with status 2).
+def _int_at_least(low: int, note: str = "") -> Any:
+    """An argparse type: an integer >= `low` (argparse prints the error and exits with status 2)."""
 
-    >>> positive_int("3")
-    3
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}{note}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: an integer >= 1 (``--n``, ``--concurrency``, ``--max-turns``)
+positive_int = _int_at_least(1)
+#: an integer >= 0 (``--simulator-retries``)
+non_negative_int = _int_at_least(0)
+_cap = _int_at_least(0, " (0: no cap)")
 
 
 def char_cap(text: str) -> int | None:
-    """An argparse type for a character cap: an integer >= 1, or 0 for no cap (None)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: no cap), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0: no cap), got {value}")
-    return value or None
+    """An argparse type for a character cap: an integer >= 1, or 0 for no cap (None).
+
+    >>> char_cap("0"), char_cap("12")
+    (None, 12)
+    """
+    return _cap(text) or None
 
 
 def positive_float(text: str) -> float:
@@ -82,17 +87,6 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
 
 
