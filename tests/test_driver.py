@@ -31,11 +31,14 @@ class ServerLike:
     def _one(self, ids: list[int], max_new: int) -> tuple[list[int], list[float]]:
         ids = list(ids)
         out, lps = [], []
+        past, feed = None, ids  # incremental decoding with the model's own KV cache, as a server does
         with torch.inference_mode():
             for _ in range(max_new):
-                logits = self.model(input_ids=torch.tensor([ids])).logits[:, -1, :].float()
-                logits = self.forcer([ids], logits)
+                res = self.model(input_ids=torch.tensor([feed]), past_key_values=past, use_cache=True)
+                past = res.past_key_values
+                logits = self.forcer([ids], res.logits[:, -1, :].float())
                 tok, lp = sample_next(logits, temperature=0.0, top_k=0, top_p=1.0, uniforms=None)
+                feed = [int(tok[0])]
                 ids.append(int(tok[0]))
                 out.append(int(tok[0]))
                 lps.append(float(lp[0]))
