@@ -1,5 +1,5 @@
 """Tests for baorl.bao: hand-computed cases for every rule of spec bao.md §3, the edge cases the
-spec names, batched == list on random inputs, and the PPO loss's clipping behaviour."""
+spec names, span placement, and the PPO loss's clipping behaviour."""
 
 from __future__ import annotations
 
@@ -11,15 +11,11 @@ import torch
 
 from baorl.bao import (
     group_advantages,
-    group_advantages_batched,
     ppo_loss,
     shape_rewards,
     token_advantages,
-    token_advantages_batched,
     trajectory_score,
-    trajectory_score_batched,
     turn_credits,
-    turn_credits_batched,
 )
 
 
@@ -316,124 +312,6 @@ def test_pipeline_one_group_by_hand():
 
 
 # --------------------------------------------------------------------------------------------
-# batched == list on random inputs
-# --------------------------------------------------------------------------------------------
-
-N_RANDOM = 250
-
-
-def _random_reward(rng: random.Random) -> float:
-    kind = rng.random()
-    if kind < 0.3:
-        return 0.0
-    if kind < 0.5:
-        return rng.choice([1.0, -1.0, 0.5, -0.15, -0.005])
-    return rng.uniform(-1.5, 1.5)
-
-
-def _padded(rows: list[list[float]], width: int, fill: float) -> torch.Tensor:
-    return torch.tensor([r + [fill] * (width - len(r)) for r in rows], dtype=torch.float64)
-
-
-@pytest.mark.parametrize("method", ["r2g", "equalized", "em"])
-def test_turn_credits_batched_equals_list(method):
-    rng = random.Random(11)
-    for _ in range(N_RANDOM):
-        b, k = rng.randint(1, 6), rng.randint(1, 15)
-        rows = [[_random_reward(rng) for _ in range(rng.randint(0, k))] for _ in range(b)]
-        shaped = _padded(rows, k, fill=rng.choice([0.0, 7.0]))  # padding must be ignored
-        num = torch.tensor([len(r) for r in rows])
-        gamma = rng.choice([0.8, 0.0, 1.0, rng.random()])
-        out = turn_credits_batched(shaped, num, method, gamma)
-        for i, r in enumerate(rows):
-            expected = turn_credits(r, method, gamma) + [0.0] * (k - len(r))
-            assert out[i].tolist() == approx(expected, abs=1e-12)
-
-
-@pytest.mark.parametrize("method", ["sum", "mean", "r2g"])
-def test_trajectory_score_batched_equals_list(method):
-    rng = random.Random(12)
-    for _ in range(N_RANDOM):
-        b, k = rng.randint(1, 6), rng.randint(1, 15)
-        rows = [[_random_reward(rng) for _ in range(rng.randint(0, k))] for _ in range(b)]
-        shaped = _padded(rows, k, fill=rng.choice([0.0, -3.0]))
-        num = torch.tensor([len(r) for r in rows])
-        out = trajectory_score_batched(shaped, num, method)
-        assert out.tolist() == approx([trajectory_score(r, method) for r in rows], abs=1e-12)
-
-
-def test_group_advantages_batched_equals_list():
-    rng = random.Random(13)
-    for _ in range(N_RANDOM):
-        n = rng.randint(1, 40)
-        ids = [rng.randint(0, rng.randint(0, 8)) * 17 - 20 for _ in range(n)]  # negative, sparse ids
-        if rng.random() < 0.3:
-            scores = [rng.choice([0.0, -0.15, 1.0]) for _ in range(n)]  # ties, identical groups
-        else:
-            scores = [_random_reward(rng) for _ in range(n)]
-        out = group_advantages_batched(torch.tensor(scores, dtype=torch.float64), torch.tensor(ids))
-        assert out.tolist() == approx(group_advantages(scores, ids), abs=1e-9)
-
-
-def test_group_advantages_batched_degenerate_groups_exact_zero():
-    out = group_advantages_batched(torch.tensor([0.1, 0.1, 0.1, 4.0]), torch.tensor([5, 5, 5, 9]))
-    assert out.tolist() == [0.0, 0.0, 0.0, 0.0]
-    assert out.dtype == torch.float32
-    assert group_advantages_batched(torch.zeros(0), torch.zeros(0, dtype=torch.long)).numel() == 0
-
-
-def _random_token_row(rng: random.Random, k: int, width_extra: int):
-    """One rollout: credits for n <= k turns, their lengths, and a turn-id row with gaps."""
-    n = rng.randint(0, k)
-    style = rng.random()
-    if style < 0.1:
-        credits = [0.0] * n  # failed, unpenalised
-    elif style < 0.2 and n >= 2:
-        credits = [1.0, -1.0] + [0.0] * (n - 2)  # cancels when the two lengths match
-    elif style < 0.5:
-        credits = [rng.choice([0.0, 1.0, 0.5, -0.25, 2.0]) for _ in range(n)]
-    else:
-        credits = [_random_reward(rng) for _ in range(n)]
-    lengths = [rng.randint(0, 6) for _ in range(n)]
-    if style < 0.2 and n >= 2:
-        lengths[1] = lengths[0]
-    ids: list[int] = [-1] * rng.randint(0, 3)  # prompt
-    for t, m in enumerate(lengths):
-        ids += [t] * m + [-1] * rng.randint(0, 3)  # the turn, then tool result / user reply
-    return credits, lengths, ids
-
-
-def test_token_advantages_batched_equals_list():
-    rng = random.Random(14)
-    zero_rows = 0
-    for _ in range(N_RANDOM):
-        b, k = rng.randint(1, 5), rng.randint(1, 15)
-        rows = [_random_token_row(rng, k, 3) for _ in range(b)]
-        width = max(len(ids) for _, _, ids in rows) + rng.randint(0, 4)  # right padding
-        turn_ids = torch.tensor([ids + [-1] * (width - len(ids)) for _, _, ids in rows])
-        credits = _padded([c for c, _, _ in rows], k, fill=rng.choice([0.0, 9.0]))
-        advs = [rng.uniform(-2, 2) for _ in range(b)]
-        out = token_advantages_batched(turn_ids, credits, torch.tensor(advs, dtype=torch.float64))
-        assert out.shape == turn_ids.shape
-        for i, (c, lengths, _) in enumerate(rows):
-            expected = token_advantages(c, advs[i], lengths)
-            policy = turn_ids[i] >= 0
-            assert out[i][policy].tolist() == pytest.approx(expected, rel=1e-9, abs=1e-9)
-            assert out[i][~policy].eq(0).all()
-            zero_rows += bool(expected) and all(x == 0 for x in expected)
-    assert zero_rows >= 20  # the zero-credit edge case was exercised
-
-
-def test_token_advantages_batched_validation():
-    with pytest.raises(ValueError, match="turn_ids"):
-        token_advantages_batched(torch.tensor([[0, 3]]), torch.ones(1, 2), torch.ones(1))
-    with pytest.raises(ValueError, match="advantages"):
-        token_advantages_batched(torch.tensor([[0, 1]]), torch.ones(1, 2), torch.ones(2))
-    with pytest.raises(ValueError, match="num_turns"):
-        turn_credits_batched(torch.zeros(2, 3), torch.tensor([4, 1]))
-
-
-# --------------------------------------------------------------------------------------------
 # ppo_loss
 # --------------------------------------------------------------------------------------------
 
@@ -582,3 +460,18 @@ def test_ppo_loss_validation():
         ppo_loss(x, x, x, x, clip_low=1.0)
     with pytest.raises(ValueError, match="dual_clip"):
         ppo_loss(x, x, x, x, dual_clip=1.0)
+
+
+def test_place_token_advantages_lays_turns_on_their_spans():
+    from baorl.bao import place_token_advantages
+
+    row = place_token_advantages([0.64, 0.8, 1.0], 1.0, [(0, 1), (3, 5), (7, 8)], 9)
+    assert row[1:3] == [0.0, 0.0] and row[5:7] == [0.0, 0.0] and row[8] == 0.0
+    assert [row[0], *row[3:5], row[7]] == approx(token_advantages([0.64, 0.8, 1.0], 1.0, [1, 2, 1]))
+    assert place_token_advantages([], 2.0, [], 3) == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="beyond"):
+        place_token_advantages([1.0], 1.0, [(0, 4)], 3)
+    with pytest.raises(ValueError, match="not a span"):
+        place_token_advantages([1.0], 1.0, [(2, 1)], 3)
+    with pytest.raises(ValueError, match="one entry per turn"):
+        place_token_advantages([1.0, 1.0], 1.0, [(0, 1)], 3)

@@ -8,9 +8,8 @@ for the rollouts of one batch is::
     c       = turn_credits(shaped, "r2g", gamma=0.8)          # BAO: reward-to-go
     A       = group_advantages(scores, group_ids)             # GRPO over the rollouts of a task
     adv     = token_advantages(c, A_i, turn_lengths)          # spread A over the policy's tokens
+    row     = place_token_advantages(c, A_i, spans, width)    # ... laid out on the response (every engine)
     loss, m = ppo_loss(logprobs, old_logprobs, adv, mask)     # PPO-clip + dual clip, token mean
-
-`baorl.bao.batched` holds tensor versions of the last steps, tested equal to these.
 
 What follows from the rules: a failed, unpenalised episode has zero shaped rewards, hence zero
 credits, hence zero token advantage and no gradient, whatever its group advantage; only the
@@ -27,13 +26,7 @@ Decided here (the paper is silent; each is also listed in its function's docstri
 
 from __future__ import annotations
 
-from baorl.bao.advantages import group_advantages, token_advantages
-from baorl.bao.batched import (
-    group_advantages_batched,
-    token_advantages_batched,
-    trajectory_score_batched,
-    turn_credits_batched,
-)
+from baorl.bao.advantages import group_advantages, place_token_advantages, token_advantages
 from baorl.bao.credit import trajectory_score, turn_credits
 from baorl.bao.loss import ppo_loss
 from baorl.bao.shaping import shape_rewards
@@ -44,9 +37,6 @@ __all__ = [
     "turn_credits",
     "group_advantages",
     "token_advantages",
+    "place_token_advantages",
     "ppo_loss",
-    "trajectory_score_batched",
-    "turn_credits_batched",
-    "group_advantages_batched",
-    "token_advantages_batched",
 ]

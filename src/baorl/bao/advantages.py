@@ -17,7 +17,7 @@ import math
 import operator
 from collections.abc import Hashable, Sequence
 
-__all__ = ["ZERO_CREDIT_TOL", "group_advantages", "token_advantages"]
+__all__ = ["ZERO_CREDIT_TOL", "group_advantages", "token_advantages", "place_token_advantages"]
 
 #: a row whose token credits sum to less than this (in absolute value) gets zero advantage
 ZERO_CREDIT_TOL = 1e-12
@@ -169,3 +169,39 @@ def token_advantages(credits: Sequence[float], advantage: float, turn_lengths: S
     nonzero = sum(1 for x in row if x != 0.0)
     scale = advantage * nonzero / total
     return [x * scale if x else 0.0 for x in row]  # `if x`: no -0.0 for zero-credit tokens
+
+
+def place_token_advantages(
+    credits: Sequence[float], advantage: float, spans: Sequence[tuple[int, int]], width: int
+) -> list[float]:
+    """One rollout's token advantages laid out on its response: `token_advantages` on each turn's
+    token span ``[start, end)``, 0 on every other position (observations, padding). Every engine
+    (TRL, verl) builds its advantage rows with this function.
+
+    Args:
+        credits: the turn credits, one per turn.
+        advantage: the rollout's group advantage ``A``.
+        spans: each turn's policy-token span in the response, in order and not overlapping.
+        width: the row's length (the padded response width).
+
+    Raises:
+        ValueError: if the spans and credits differ in number, a span is reversed or lies beyond
+            `width`, or a `token_advantages` argument is invalid.
+
+    >>> [round(a, 4) for a in place_token_advantages([0.8, 1.0], 1.5, [(0, 2), (4, 5)], 6)]
+    [1.3846, 1.3846, 0.0, 0.0, 1.7308, 0.0]
+    """
+    lengths = []
+    for start, end in spans:
+        if end < start or start < 0:
+            raise ValueError(f"turn span {(start, end)} is not a span")
+        if end > width:
+            raise ValueError(f"turn span {(start, end)} lies beyond the completion width {width}")
+        lengths.append(end - start)
+    values = token_advantages(credits, advantage, lengths)
+    row = [0.0] * width
+    k = 0
+    for (start, end), n in zip(spans, lengths, strict=True):
+        row[start:end] = values[k:k + n]
+        k += n
+    return row

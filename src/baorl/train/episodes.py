@@ -7,7 +7,7 @@ This is the only place the trainer touches the BAO mathematics, and it only call
     S       = trajectory_score(shaped, cfg.score)
     credits = turn_credits(shaped, cfg.credit, gamma)
     A       = group_advantages(S over the batch, group ids)    # GRPO groups = rollouts of one task
-    row     = token_advantages(credits, A, turn lengths)       # placed on the turn spans
+    row     = place_token_advantages(credits, A, spans, width)  # on the turn spans
 
 so the same function serves every engine (TRL here, verl in `baorl.train.verl`).
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from baorl.bao import group_advantages, shape_rewards, token_advantages, trajectory_score, turn_credits
+from baorl.bao import group_advantages, place_token_advantages, shape_rewards, trajectory_score, turn_credits
 from baorl.gyms import gym_class
 from baorl.rollout.trajectory import Trajectory
 from baorl.train.config import BAOSection
@@ -112,7 +112,7 @@ def batch_advantages(scores: Sequence[float], group_size: int, *, eps: float = 1
 def advantage_rows(episodes: Sequence[ScoredEpisode], width: int, *, dtype: torch.dtype = torch.float32,
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """``(len(episodes), width)`` token advantages: each turn's span gets its share of the episode's
-    advantage (`baorl.bao.token_advantages`); every other position (prompt, observations, padding) is 0.
+    advantage (`baorl.bao.place_token_advantages`); every other position (observations, padding) is 0.
 
     >>> e = ScoredEpisode(rewards=[0.0, 1.0], choices=["action", "answer"], shaped=[0.0, 1.0], score=1.0, credits=[0.8, 1.0], turn_lengths=[2, 1],
     ...                   turn_spans=[(0, 2), (4, 5)], response_len=5, user_actions=1, turns=2, success=True,
@@ -120,13 +120,5 @@ def advantage_rows(episodes: Sequence[ScoredEpisode], width: int, *, dtype: torc
     >>> advantage_rows([e], 6)
     tensor([[1.3846, 1.3846, 0.0000, 0.0000, 1.7308, 0.0000]])
     """
-    out = torch.zeros(len(episodes), width, dtype=dtype)
-    for i, e in enumerate(episodes):
-        values = token_advantages(e.credits, e.advantage, e.turn_lengths)
-        k = 0
-        for (start, end), n in zip(e.turn_spans, e.turn_lengths, strict=True):
-            if end > width:
-                raise ValueError(f"turn span {(start, end)} lies beyond the completion width {width}")
-            out[i, start:end] = torch.tensor(values[k:k + n], dtype=dtype)
-            k += n
-    return out.to(device)
+    rows = [place_token_advantages(e.credits, e.advantage, e.turn_spans, width) for e in episodes]
+    return torch.tensor(rows, dtype=dtype).reshape(len(episodes), width).to(device)

@@ -10,7 +10,7 @@ episode, the shaped rewards and turn lengths, and runs the rest of bao.md §3 th
     S       = trajectory_score(shaped, score, gamma)
     credits = turn_credits(shaped, credit, gamma)
     A       = group_advantages(S over the batch, index)
-    row     = token_advantages(credits, A, turn lengths)   # placed on the turn spans
+    row     = place_token_advantages(credits, A, spans, L)   # on the turn spans
 
 which is what `baorl.train.episodes` does for the TRL path; `tests/test_verl.py` checks that the
 two give the same tensors on the same episodes.
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from baorl.bao import group_advantages, token_advantages, trajectory_score, turn_credits
+from baorl.bao import group_advantages, place_token_advantages, trajectory_score, turn_credits
 from baorl.rollout.trajectory import Trajectory
 from baorl.train.config import BAOSection
 from baorl.train.episodes import score_episode
@@ -113,16 +113,12 @@ def bao_token_advantages(
     # prompt over budget) stays out of its group's statistics: a group of its own gets A = 0
     groups = [str(x) if sp else ("untrained", i) for i, (x, sp) in enumerate(zip(index, spans, strict=True))]
     adv = group_advantages(scores, groups, eps=eps)
-    out = torch.zeros_like(rewards)
+    width = rewards.shape[1]
+    out = torch.tensor([place_token_advantages(turn_credits(s, credit, gamma=gamma), a, sp, width)
+                        for sp, s, a in zip(spans, shaped, adv, strict=True)], dtype=rewards.dtype)
+    out = out.reshape(rewards.shape)
     ret = torch.zeros_like(rewards)
-    for i, (sp, s) in enumerate(zip(spans, shaped, strict=True)):
-        if not sp:
-            continue
-        lengths = [e - b for b, e in sp]
-        values = token_advantages(turn_credits(s, credit, gamma=gamma), adv[i], lengths)
-        k = 0
-        for (b, e), n in zip(sp, lengths, strict=True):
-            out[i, b:e] = torch.tensor(values[k:k + n])
-            k += n
-        ret[i] = scores[i] * mask[i].float()
+    for i, sp in enumerate(spans):
+        if sp:
+            ret[i] = scores[i] * mask[i].float()
     return out.to(token_level_rewards.device), ret.to(token_level_rewards.device)
