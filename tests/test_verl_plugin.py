@@ -170,3 +170,19 @@ def test_agent_loop_plays_a_baorl_episode(tmp_path: Path) -> None:
     assert rm.tolist() == pytest.approx(row) and out.reward_score == pytest.approx(score)
     assert rm[spans[1][1] - 1] < 0  # the second answer is penalised
     assert "shaped_row" not in d
+
+
+def test_agent_loop_refuses_verls_legacy_trainer(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from baorl.train.verl.agent_loop import BaorlAgentLoop
+
+    save_config(_cfg(tmp_path), tmp_path / "config.yaml")
+    loop = BaorlAgentLoop.__new__(BaorlAgentLoop)
+    loop.config = OmegaConf.create({"baorl": {"config": str(tmp_path / "config.yaml")},
+                                    "trainer": {"use_v1": False}})
+    loop.tokenizer = load_tokenizer("embedded")
+    loop.server_manager = FakeServer(loop.tokenizer)
+    task = load_tasks("function")[0]
+    with pytest.raises(ValueError, match="legacy trainer"):
+        asyncio.run(loop.run({"temperature": 1.0}, extra_info={"gym": "function", "task": task.model_dump_json()}))
