@@ -20,8 +20,8 @@ Lone surrogates in a reply (``"\\ud800"`` escapes) become U+FFFD in both the out
 history, so the episode can be recorded and the next request encoded.
 
 Transient failures (connection errors, timeouts, 408/409/429, 5xx, a reply without choices) are
-retried with exponential backoff; when the retries are spent, or at once for other HTTP errors,
-`arespond` raises `AgentError` naming the model and endpoint (never the key), so a broken endpoint
+retried with exponential backoff (the policy of `baorl.endpoint`, shared with the simulators); when
+the retries are spent, or at once for other HTTP errors, `arespond` raises `AgentError` naming the model and endpoint (never the key), so a broken endpoint
 stops the run instead of counting as episodes the agent failed.
 """
 
@@ -29,28 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
-import random
-import re
-import weakref
 from typing import Any
-from urllib.parse import urlsplit
 
 from baorl.agents.base import Agent, AgentError
+from baorl.endpoint import EndpointClient
 from baorl.gyms.tool import INTERACT_TOOL
 from baorl.records import clean_json
 
 __all__ = ["OpenAIAgent", "AgentError"]
 
-log = logging.getLogger(__name__)
 
-_OPENAI_URL = "https://api.openai.com/v1"
-_TRANSIENT_STATUS = {408, 409, 429}
-_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*.]{3,})")
-
-
-class OpenAIAgent(Agent):
+class OpenAIAgent(EndpointClient, Agent):
     """An agent backed by a chat-completions endpoint (OpenAI, vLLM, `baorl serve`, ...).
 
     Args:
@@ -70,6 +59,8 @@ class OpenAIAgent(Agent):
         >>> agent.name, agent
         ('openai:gpt-4o', OpenAIAgent(model='gpt-4o', base_url='http://localhost:8000/v1'))
     """
+
+    _error = AgentError
 
     def __init__(
         self,
@@ -94,24 +85,14 @@ class OpenAIAgent(Agent):
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
         self.model = model.strip()
         self.name = f"openai:{self.model}"
-        self._base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL).rstrip("/")
-        self.__key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._connect(base_url, api_key, timeout=timeout, max_retries=max_retries, backoff=backoff)
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.max_retries, self.backoff, self.timeout = int(max_retries), float(backoff), float(timeout)
         self.extra_body = dict(extra_body) if extra_body else None
-        self.requests = 0
-        self.retries = 0
-        # one SDK client per event loop (`respond` runs each turn in a fresh loop)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     @property
-    def base_url(self) -> str:
-        """The endpoint, with any ``user:password@`` removed."""
-        parts = urlsplit(self._base_url)
-        if "@" not in parts.netloc:
-            return self._base_url
-        return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+    def _who(self) -> str:
+        return f"agent {self.name}"
 
     def __repr__(self) -> str:
         return f"OpenAIAgent(model={self.model!r}, base_url={self.base_url!r})"
@@ -167,9 +148,7 @@ class OpenAIAgent(Agent):
 
     # ---- the request ------------------------------------------------------------------------------
     async def _complete(self, messages: list[dict[str, Any]]) -> Any:
-        """One chat completion with retries; returns ``choices[0].message``."""
-        import openai
-
+        """One chat completion with the endpoint's retries; returns ``choices[0].message``."""
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "tools": [INTERACT_TOOL]}
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
@@ -177,70 +156,8 @@ class OpenAIAgent(Agent):
             kwargs["max_tokens"] = self.max_tokens
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
-        client = self._client()
-        attempt, last = 0, "no attempt made"
-        while True:
-            try:
-                self.requests += 1
-                resp = await client.chat.completions.create(**kwargs)
-                return resp.choices[0].message
-            except openai.APITimeoutError:
-                last = f"timed out after {self.timeout:g}s"
-            except openai.APIConnectionError as e:
-                last = f"connection error: {self._scrub(e)}"
-            except openai.APIStatusError as e:
-                last = f"HTTP {e.status_code}: {self._scrub(e)}"
-                if e.status_code not in _TRANSIENT_STATUS and e.status_code < 500:
-                    raise AgentError(f"agent {self.name} at {self.base_url}: the request was refused ({last})") from None
-            except openai.OpenAIError as e:
-                last = f"{type(e).__name__}: {self._scrub(e)}"
-            except (AttributeError, IndexError, TypeError):
-                last = "malformed response: no choices[0].message"
-            except (ValueError, RecursionError) as e:  # a body the SDK could not decode (or nested too deeply)
-                last = f"malformed response ({type(e).__name__}): {self._scrub(e)}"
-            if attempt >= self.max_retries:
-                raise AgentError(
-                    f"agent {self.name} at {self.base_url} failed after {attempt + 1} attempt(s); last error: {last}"
-                )
-            attempt += 1
-            self.retries += 1
-            wait = self.backoff * 2 ** (attempt - 1) * (1 + 0.5 * random.random())
-            log.warning("agent %s: %s; retry %d/%d in %.2fs", self.name, last, attempt, self.max_retries, wait)
-            await asyncio.sleep(wait)
-
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            import openai
-
-            client = openai.AsyncOpenAI(api_key=self.__key, base_url=self._base_url, timeout=self.timeout,
-                                        max_retries=0)
-            self._clients[loop] = client
-        return client
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections opened in the running event loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
-
-    def _scrub(self, err: BaseException | str) -> str:
-        """The error's text without the API key (or anything that looks like one)."""
-        text = str(err)
-        if self.__key != "EMPTY":
-            text = text.replace(self.__key, "***")
-        text = _KEY_LIKE.sub("sk-***", text)
-        return text if len(text) <= 300 else text[:300] + "..."
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_clients"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._clients = weakref.WeakKeyDictionary()
+        sdk = self._loop_state().sdk
+        return await self._with_retries(lambda: self._send(sdk, lambda: kwargs))
 
 
 def _hermes_text(call: dict[str, Any], think: str) -> str:

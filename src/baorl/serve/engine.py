@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from baorl.endpoint import split_think
+
 log = logging.getLogger(__name__)
 
 #: what `response_format={"type": "json_object"}` adds to the system prompt (best effort: no grammar)
@@ -44,7 +46,6 @@ JSON_MODE_HINT = "Reply with one valid JSON object only, with no text before or 
 #: the stop string that ends a turn with a tool call, when tools are offered
 TOOL_CALL_END = "</tool_call>"
 _END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")
-_THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
@@ -104,14 +105,7 @@ def parse_reply(text: str, *, tools: bool = True) -> ParsedReply:
     >>> parse_reply('<tool_call>{"name": "f"}</tool_call>', tools=False).tool_calls
     []
     """
-    reasoning = None
-    m = _THINK.search(text)
-    if m:
-        reasoning = m.group(1).strip()
-        text = text[: m.start()] + text[m.end():]
-    elif "</think>" in text:
-        head, _, text = text.partition("</think>")
-        reasoning = head.strip()
+    reasoning, text = split_think(text)
     calls: list[dict[str, Any]] = []
     if tools:
         kept: list[str] = []

@@ -9,8 +9,9 @@
    the server rejects it) under an `asyncio.Semaphore` that bounds requests in flight;
 3. parses the reply with `parse_json_reply` and the caller's `validate`; a reply that does not parse
    or validate counts as a transient failure, like a connection error, a timeout, a 429 or a 5xx;
-4. retries transient failures with exponential backoff and jitter, and finally raises
-   `SimulatorError`. Other HTTP errors (401, 403, 404, most 400s) raise `SimulatorError` at once.
+4. retries transient failures with exponential backoff and jitter (the policy of
+   `baorl.endpoint`, shared with the ``openai:`` agent), and finally raises `SimulatorError`.
+   Other HTTP errors (401, 403, 404, most 400s) raise `SimulatorError` at once.
 
 Only validated replies are cached. The API key is never shown: not in `repr`, error messages or
 logs (error texts from the server are scrubbed of it too).
@@ -35,15 +36,12 @@ import hashlib
 import json
 import logging
 import os
-import random
-import re
 import tempfile
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
+from baorl.endpoint import EndpointClient, LoopState, Transient
 from baorl.records import clean_json, clean_text
 from baorl.users.base import SimulatorError
 from baorl.users.jsonfix import parse_json_reply
@@ -56,13 +54,9 @@ T = TypeVar("T")
 
 #: where replies are cached unless `cache_dir` or ``BAORL_CACHE_DIR`` says otherwise
 DEFAULT_CACHE_DIR = Path("~/.cache/baorl/simulator")
-_OPENAI_URL = "https://api.openai.com/v1"
-_TRANSIENT_STATUS = {408, 409, 429}
-_MAX_RETRY_AFTER = 60.0
-_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*.]{3,})")
 
 
-class LLMClient:
+class LLMClient(EndpointClient):
     """JSON chat completions against one model on one OpenAI-compatible endpoint.
 
     Args:
@@ -93,6 +87,8 @@ class LLMClient:
             group asking the same question at once costs one request).
     """
 
+    _error = SimulatorError
+
     def __init__(
         self,
         model: str,
@@ -120,25 +116,15 @@ class LLMClient:
         if timeout == 0:
             raise ValueError("timeout must be > 0 seconds")
         self.model = model.strip()
-        self._base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_URL).rstrip("/")
-        self.__key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self._connect(base_url, api_key, timeout=timeout, max_retries=max_retries, backoff=backoff)
         cache_root = cache_dir or os.environ.get("BAORL_CACHE_DIR") or DEFAULT_CACHE_DIR
         self.cache_dir: Path | None = Path(cache_root).expanduser() if cache else None
-        self.max_retries = int(max_retries)
-        self.backoff = float(backoff)
-        self.timeout = float(timeout)
         self.concurrency = int(concurrency)
         self.temperature = float(temperature)
         self.json_mode = bool(json_mode)
         self.extra_body = dict(extra_body) if extra_body else None
-        self.requests = 0
         self.cache_hits = 0
-        self.retries = 0
         self.coalesced = 0
-        # the SDK client, the semaphore and the requests in flight belong to one event loop; `Gym.step` runs each step in a
-        # fresh `asyncio.run`, so keep one `_LoopState` per live loop
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]
-        self._per_loop = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ identity
 
@@ -148,17 +134,8 @@ class LLMClient:
         return self.model
 
     @property
-    def base_url(self) -> str:
-        """The endpoint, with any ``user:password@`` removed."""
-        parts = urlsplit(self._base_url)
-        if "@" not in parts.netloc:
-            return self._base_url
-        return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
-
-    @property
-    def host(self) -> str:
-        """``host[:port]`` of the endpoint, for one-line descriptions."""
-        return urlsplit(self.base_url).netloc or self.base_url
+    def _who(self) -> str:
+        return f"simulator {self.model!r}"
 
     def __repr__(self) -> str:
         return f"LLMClient(model={self.model!r}, base_url={self.base_url!r}, json_mode={self.json_mode})"
@@ -171,16 +148,6 @@ class LLMClient:
             "retries": self.retries,
             "coalesced": self.coalesced,
         }
-
-    def __getstate__(self) -> dict[str, Any]:
-        # picklable (e.g. to ship a gym to a worker process): drop the per-loop SDK clients
-        state = self.__dict__.copy()
-        state["_per_loop"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._per_loop = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ the call
 
@@ -209,7 +176,7 @@ class LLMClient:
                 self.cache_hits += 1
                 return value
 
-        loop_state = self._resources()
+        loop_state = self._loop_state()
         pending = loop_state.inflight.get(key)
         if pending is not None:  # the same request is already on its way: share its reply
             self.coalesced += 1
@@ -238,113 +205,48 @@ class LLMClient:
     async def _fetch(
         self, loop_state: _LoopState, key: str, messages: list[dict[str, str]], validate: Any
     ) -> tuple[Any, dict[str, Any]]:
-        """The request with its retries; returns the validated value and the raw object."""
-        last = "no attempt made"
-        attempt = 0
-        while True:
+        """The request with the endpoint's retries; returns the validated value and the raw object."""
+
+        async def attempt() -> tuple[Any, dict[str, Any]]:
             async with loop_state.sem:
                 try:
-                    content = await self._create(loop_state.sdk, messages)
-                    obj = clean_json(parse_json_reply(content))
+                    message = await self._send(loop_state.sdk, lambda: self._request(messages))
+                    content = getattr(message, "content", None)
+                    if not isinstance(content, str) or not content.strip():
+                        raise Transient("empty reply")
+                    obj = clean_json(parse_json_reply(clean_text(content)))
                     value = validate(obj) if validate else obj
-                except _Retry as e:
-                    last, delay = e.reason, e.delay
-                except SimulatorError:
+                except (Transient, SimulatorError):
                     raise
                 except ValueError as e:  # the reply did not parse, or `validate` rejected it
-                    last, delay = f"unusable reply: {self._scrub(e)}", 0.0
+                    raise Transient(f"unusable reply: {self._scrub(e)}") from None
                 except Exception as e:  # noqa: BLE001 (nested too deeply, a validator tripped): bad text too
-                    last, delay = f"unusable reply ({type(e).__name__}): {self._scrub(e)}", 0.0
-                else:
-                    self._cache_write(key, messages, obj)
-                    return value, obj
-            if attempt >= self.max_retries:
-                raise SimulatorError(
-                    f"simulator {self.model!r} at {self.base_url} failed after {attempt + 1} attempt(s); "
-                    f"last error: {last}"
-                )
-            attempt += 1
-            self.retries += 1
-            wait = max(self.backoff * 2 ** (attempt - 1) * (1 + 0.5 * random.random()), delay)
-            log.warning(
-                "simulator %s: %s; retry %d/%d in %.2fs", self.model, last, attempt, self.max_retries, wait
-            )
-            await asyncio.sleep(wait)
+                    raise Transient(f"unusable reply ({type(e).__name__}): {self._scrub(e)}") from None
+            self._cache_write(key, messages, obj)
+            return value, obj
 
-    async def _create(self, sdk: Any, messages: list[dict[str, str]]) -> str:
-        """One request; returns the reply text or raises `_Retry` / `SimulatorError`."""
-        import openai
+        return await self._with_retries(attempt)
 
-        while True:
-            kwargs: dict[str, Any] = {
-                "model": self.model,
-                "messages": messages,
-                "temperature": self.temperature,
-            }
-            if self.json_mode:
-                kwargs["response_format"] = {"type": "json_object"}
-            if self.extra_body:
-                kwargs["extra_body"] = self.extra_body
-            try:
-                self.requests += 1
-                resp = await sdk.chat.completions.create(**kwargs)
-            except openai.APITimeoutError:
-                raise _Retry(f"timed out after {self.timeout:g}s") from None
-            except openai.APIConnectionError as e:
-                cause = f" ({self._scrub(e.__cause__)})" if e.__cause__ else ""
-                raise _Retry(f"connection error: {self._scrub(e)}{cause}") from None
-            except openai.APIStatusError as e:
-                status = e.status_code
-                if status == 400 and self.json_mode and "response_format" in str(e):
-                    log.warning(
-                        "simulator %s: server rejects response_format; sending without it", self.model
-                    )
-                    self.json_mode = False
-                    continue
-                text = f"HTTP {status}: {self._scrub(e)}"
-                if status in _TRANSIENT_STATUS or status >= 500:
-                    raise _Retry(text, _retry_after(e)) from None
-                raise SimulatorError(
-                    f"simulator {self.model!r} at {self.base_url} refused the request ({text})"
-                ) from None
-            except openai.OpenAIError as e:  # e.g. a response the SDK cannot read
-                raise _Retry(f"{type(e).__name__}: {self._scrub(e)}") from None
-            try:
-                content = resp.choices[0].message.content
-            except (AttributeError, IndexError, TypeError, KeyError):
-                raise _Retry("malformed response: no choices[0].message.content") from None
-            if not isinstance(content, str) or not content.strip():
-                raise _Retry("empty reply")
-            return clean_text(content)
+    def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.temperature}
+        if self.json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
+        if self.extra_body:
+            kwargs["extra_body"] = self.extra_body
+        return kwargs
+
+    def _resend_without(self, err: Any) -> bool:
+        """A 400 about ``response_format``: json_mode goes off for good and the request goes again."""
+        if err.status_code == 400 and self.json_mode and "response_format" in str(err):
+            log.warning("simulator %s: server rejects response_format; sending without it", self.model)
+            self.json_mode = False
+            return True
+        return False
 
     # ------------------------------------------------------------------ plumbing
 
-    def _resources(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._per_loop.get(loop)
-        if state is None:
-            import openai
-
-            sdk = openai.AsyncOpenAI(
-                api_key=self.__key, base_url=self._base_url, timeout=self.timeout, max_retries=0
-            )
-            state = _LoopState(sdk, asyncio.Semaphore(self.concurrency))
-            self._per_loop[loop] = state
-        return state
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections opened in the running event loop."""
-        state = self._per_loop.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state.sdk.close()
-
-    def _scrub(self, err: BaseException | str) -> str:
-        """The error's text without the API key (or anything that looks like one)."""
-        text = str(err)
-        if self.__key and self.__key != "EMPTY":
-            text = text.replace(self.__key, "***")
-        text = _KEY_LIKE.sub("sk-***", text)
-        return text if len(text) <= 300 else text[:300] + "..."
+    def _new_loop_state(self, sdk: Any) -> _LoopState:
+        return _LoopState(sdk, asyncio.Semaphore(self.concurrency))
 
     def _cache_key(self, messages: list[dict[str, str]]) -> str:
         blob = json.dumps(
@@ -388,25 +290,10 @@ class LLMClient:
             log.warning("simulator cache: could not write %s: %s", path, e)  # the episode goes on
 
 
-class _LoopState:
+class _LoopState(LoopState):
     """What one event loop needs: its SDK client, its semaphore, its requests in flight by key."""
 
     def __init__(self, sdk: Any, sem: asyncio.Semaphore) -> None:
-        self.sdk, self.sem = sdk, sem
+        super().__init__(sdk)
+        self.sem = sem
         self.inflight: dict[str, asyncio.Future[Any]] = {}
-
-
-class _Retry(Exception):
-    """A transient failure: `reason` for the log, `delay` the least wait the server asked for."""
-
-    def __init__(self, reason: str, delay: float = 0.0) -> None:
-        super().__init__(reason)
-        self.reason, self.delay = reason, delay
-
-
-def _retry_after(err: Any) -> float:
-    try:
-        value = float(err.response.headers.get("retry-after", 0))
-    except (AttributeError, TypeError, ValueError):
-        return 0.0
-    return min(max(value, 0.0), _MAX_RETRY_AFTER)
