@@ -103,6 +103,32 @@ def clean_text(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
+def match_brace(text: str, start: int) -> int | None:
+    """Index of the ``}`` closing the ``{`` at `start` (braces inside quoted strings ignored), or None.
+
+    >>> match_brace('{"a": "}"} tail', 0)
+    9
+    """
+    depth, i, quote = 0, start, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
 def clean_json(value: Any) -> Any:
     """`clean_text` applied to every string (keys included) inside a JSON-like value."""
     if isinstance(value, str):

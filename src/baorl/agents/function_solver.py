@@ -15,7 +15,7 @@ that disagree with what it observes:
   ``Hypotheses`` (how many rules remain, with examples) and ``Plan`` (turn t of T, next step).
 
 >>> from baorl.gyms.function import FunctionGym, FunctionTask
->>> from baorl.rollout.play import play_episode
+>>> from baorl.runs.play import play_episode
 >>> task = FunctionTask(id="demo", rule="(d + a) ** 2 * b + c", test_case=[2, 10, 2, 9], expected_result=1212)
 >>> ep = play_episode(FunctionGym(task), FunctionSolver())
 >>> ep.success, ep.user_actions, len(ep.turns) <= 6

@@ -12,7 +12,7 @@ other disagreement with a Maybe on either side costs 1/2, and the candidates are
 with the lowest cost. Against the offline user this is exact elimination.
 
 >>> from baorl.gyms.telepathy import TelepathyGym
->>> from baorl.rollout.play import play_episode
+>>> from baorl.runs.play import play_episode
 >>> from baorl.users.telepathy_offline import OfflineTelepathyUser
 >>> task = next(t for t in TelepathyGym.embedded_tasks("all") if t.title == "Violin")
 >>> ep = play_episode(TelepathyGym(task, user=OfflineTelepathyUser()), TelepathyQuestioner())

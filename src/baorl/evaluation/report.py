@@ -21,11 +21,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baorl.evaluation.metrics import N_BOOT, choose_k, pareto_front, score_episodes
-from baorl.evaluation.run import Run
 from baorl.textcap import MAX_REPORT_CHARS, check_limit, clip_text
+
+if TYPE_CHECKING:  # annotations only: evaluation.run imports this module to write reports
+    from baorl.evaluation.run import Run
 
 __all__ = ["write_report", "check_comparable", "summary_rows", "fmt", "fmt_ci", "Report", "safe_json"]
 

@@ -192,10 +192,10 @@ def _check_resume(out_dir: Path, config: dict[str, Any], identity: dict[str, Any
     """Refuse an `out_dir` that holds something else: a training run, another evaluation (eval.json),
     or records of another run (``episodes.jsonl`` without eval.json, e.g. from ``baorl rollout``).
 
-    `identity` is the `baorl.rollout.runner.run_identity` of a one-gym, one-seed evaluation (whose
+    `identity` is the `baorl.runs.runner.run_identity` of a one-gym, one-seed evaluation (whose
     records go straight to ``episodes.jsonl``); None for several (gym, seed) jobs.
     """
-    from baorl.rollout.runner import check_identity
+    from baorl.runs.runner import check_identity
 
     cfg = out_dir / EVAL_CONFIG
     marks = [m for m in _TRAIN_MARKERS if (out_dir / m).exists()]
@@ -260,7 +260,7 @@ def evaluate(
     Greedy by default: local (``hf:``) models decode at temperature 0 unless ``engine_options``
     says otherwise, ``openai:`` agents request temperature 0, scripted agents are deterministic
     given the seed. One episode per task and seed. The other arguments are those of
-    `baorl.rollout.runner.run_rollout`; `k`, `n_boot` and `boot_seed` those of `score_episodes`;
+    `baorl.runs.runner.run_rollout`; `k`, `n_boot` and `boot_seed` those of `score_episodes`;
     `on_total` is called with the running total of episodes left to play. `max_turn_chars` caps
     the text stored per turn field (text-level agents), `max_report_chars` what the report embeds.
 
@@ -272,7 +272,7 @@ def evaluate(
             another run's records or a training run.
     """
     from baorl.gyms import gym_class, load_tasks
-    from baorl.rollout.runner import run_rollout
+    from baorl.runs.runner import run_rollout
 
     out_dir = Path(out_dir)
     gyms = resolve_gyms(gym)
@@ -311,7 +311,7 @@ def evaluate(
     single = len(jobs) == 1
     identity = None
     if single:
-        from baorl.rollout.runner import run_identity
+        from baorl.runs.runner import run_identity
 
         identity = run_identity(agent=agent, gym=gyms[0], data=data, split=split,
                                 simulator=simulator if gym_class(gyms[0]).needs_user else None, seed=seeds[0],

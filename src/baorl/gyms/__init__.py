@@ -16,13 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from baorl.gyms.base import Gym, Outcome, Task, TaskDataError
+from baorl.gyms.base import Gym, Outcome, SimulatorError, Task, TaskDataError
 from baorl.gyms.parser import ParsedAction, parse_action
 from baorl.gyms.tool import INTERACT_TOOL, TOOL_NAME
 
 __all__ = [
-    "Gym", "Outcome", "Task", "TaskDataError", "ParsedAction", "parse_action", "INTERACT_TOOL", "TOOL_NAME",
+    "Gym", "Outcome", "SimulatorError", "Task", "TaskDataError", "ParsedAction", "parse_action", "INTERACT_TOOL",
+    "TOOL_NAME",
     "GymSpec", "register", "registry", "spec", "gym_class", "load_tasks", "get_task", "make",
+    "make_user", "user_for",
 ]
 
 
@@ -34,12 +36,23 @@ class GymSpec:
     version: int
     entry_point: str
     summary: str
-    simulator: str  # what the gym needs: "none", or which kinds of user simulator it can use
     userrl_file: str  # UserRL's native file name for this gym
+    #: the gym's user simulators, ``"module:Class"`` (imported on first use), None where it has none;
+    #: the one place that says which simulators a gym has (`make_user`, `user_for`, `baorl gyms`)
+    offline_user: str | None = None
+    llm_user: str | None = None  # built on an `LLMClient` for ``openai:MODEL``
+    offline_exact: bool = True  # False: the offline user only approximates an LLM's judgement
 
     @property
     def id(self) -> str:
         return f"{self.name}-v{self.version}"
+
+    @property
+    def simulator(self) -> str:
+        """What the gym needs, for listings: ``none``, or its kinds of user (``offline~``: approximate)."""
+        kinds = [("offline" if self.offline_exact else "offline~") if self.offline_user else "",
+                 "LLM" if self.llm_user else ""]
+        return ", ".join(k for k in kinds if k) or "none"
 
 
 _REGISTRY: dict[str, GymSpec] = {}
@@ -66,10 +79,58 @@ def spec(name: str) -> GymSpec:
     raise KeyError(f"unknown gym {name!r}; registered gyms: {', '.join(sorted(_REGISTRY))}")
 
 
+def _load(entry_point: str) -> Any:
+    mod, _, attr = entry_point.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
 def gym_class(name: str) -> type[Gym]:
     """The gym's class (imports its module on first use)."""
-    mod, _, cls = spec(name).entry_point.partition(":")
-    return getattr(importlib.import_module(mod), cls)
+    return _load(spec(name).entry_point)
+
+
+# the OpenAI-compatible client an ``openai:MODEL`` user is built on (imported on first use)
+LLM_CLIENT = "baorl.users.client:LLMClient"
+
+
+def make_user(gym: str, spec_: str | None, **options: Any) -> Any:
+    """Build the user for `gym` from a spec string (``none``, ``offline``, ``openai:MODEL``).
+
+    `options` go to the LLM client (``base_url``, ``api_key``, ``cache_dir``, ``max_retries``,
+    ``timeout``, ``concurrency``) or to the offline user.
+    """
+    entry = spec(gym)
+    name, offline, llm = entry.name, entry.offline_user, entry.llm_user
+    s = (spec_ or "none").strip()
+    if s.lower() == "none":
+        if offline or llm:
+            raise ValueError(f"gym {name!r} needs a user simulator: use 'offline' or 'openai:MODEL'")
+        return None
+    if offline is None and llm is None:
+        raise ValueError(f"gym {name!r} needs no user simulator; drop the simulator option (got {s!r})")
+    if s.lower() == "offline" and offline is not None:
+        return _load(offline)(**options)
+    if s.startswith("openai:") and len(s) > len("openai:") and llm is not None:
+        return _load(llm)(_load(LLM_CLIENT)(model=s[len("openai:"):], **options))
+    raise ValueError(f"unknown simulator {s!r}: use 'offline' or 'openai:MODEL' (e.g. openai:gpt-4o)")
+
+
+def user_for(gym: str, spec_: str | None = None, **options: Any) -> Any:
+    """The user `gym` is played with: None for a gym without users, else `spec_` (default ``offline``).
+
+    >>> user_for("function") is None
+    True
+    >>> user_for("function", "offline")
+    Traceback (most recent call last):
+    ...
+    ValueError: gym 'function' needs no simulator; drop the simulator option (got 'offline')
+    """
+    entry = spec(gym)
+    if entry.offline_user is None and entry.llm_user is None:
+        if spec_ not in (None, "none"):
+            raise ValueError(f"gym {entry.name!r} needs no simulator; drop the simulator option (got {spec_!r})")
+        return None
+    return make_user(entry.name, spec_ or "offline", **options)
 
 
 @lru_cache(maxsize=32)
@@ -125,7 +186,7 @@ def make(
         task: a task id, a `Task`, or None for the first task of the source.
         data: path to a UserRL data file; None uses the embedded set.
         split: embedded split (``train`` / ``test``).
-        user: a user object, or a spec string (``offline``, ``openai:MODEL``) for `baorl.users.make_user`.
+        user: a user object, or a spec string (``offline``, ``openai:MODEL``) for `make_user`.
         kwargs: passed to the gym (``max_turns``, ``reward_in_obs``).
     """
     cls = gym_class(name)
@@ -134,8 +195,6 @@ def make(
     elif isinstance(task, str):
         task = get_task(name, task, data)
     if isinstance(user, str):
-        from baorl.users import make_user
-
         user = make_user(cls.name, user)
     return cls(task, user=user, **kwargs)
 
@@ -143,13 +202,16 @@ def make(
 # ---- the gyms baorl ships ----------------------------------------------------------------------
 register(GymSpec("function", 0, "baorl.gyms.function:FunctionGym",
                  "black-box arithmetic: probe a hidden function of a, b, c, d and give its value on a test case",
-                 "none", "functions.json"))
+                 "functions.json"))
 register(GymSpec("telepathy", 0, "baorl.gyms.telepathy:TelepathyGym",
                  "twenty questions: identify the entity the user thinks of with yes/no questions",
-                 "offline, LLM", "entities.json"))
+                 "entities.json", "baorl.users.telepathy_offline:OfflineTelepathyUser",
+                 "baorl.users.llm:LLMTelepathyUser"))
 register(GymSpec("turtle", 0, "baorl.gyms.turtle:TurtleGym",
                  "lateral-thinking stories: ask yes/no questions, then explain the hidden story",
-                 "offline~, LLM", "stories.json"))
+                 "stories.json", "baorl.users.similarity:OfflineTurtleUser", "baorl.users.llm:LLMTurtleUser",
+                 offline_exact=False))
 register(GymSpec("intention", 0, "baorl.gyms.intention:IntentionGym",
                  "clarify a vague request: ask the questions that uncover the user's missing details",
-                 "offline~, LLM", "intentions.json"))
+                 "intentions.json", "baorl.users.similarity:OfflineIntentionUser", "baorl.users.llm:LLMIntentionUser",
+                 offline_exact=False))

@@ -20,7 +20,14 @@ import gymnasium
 from pydantic import BaseModel, ConfigDict
 
 from baorl.gyms.parser import ParsedAction, parse_action
-from baorl.users.base import SimulatorError
+
+
+class SimulatorError(RuntimeError):
+    """A user simulator (or judge) could not produce a usable reply after its retries.
+
+    Raised by the users (`baorl.users`); a gym turns it into a truncated step with
+    ``termination="simulator_error"``.
+    """
 
 
 class Task(BaseModel):

@@ -10,10 +10,9 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import field_validator
-
 from baorl.gyms.base import Gym, Outcome, Task
-from baorl.gyms.expr import compile_rule, parse_rule
+from baorl.gyms.expr import compile_rule
+from baorl.gyms.function_data import FunctionTask, embedded_split
 from baorl.gyms.taskfile import load_records
 
 #: an answer is correct when it is this close to the expected result
@@ -24,34 +23,6 @@ EMBEDDED_SPLITS: tuple[str, ...] = ("train", "test", "all")
 _INT = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _TEST_WORDS = {"test", "test case", "test_case", "testcase", "the test case"}
-
-
-class FunctionTask(Task):
-    """One Function task: UserRL's record ``{id, rule, test_case, expected_result}``."""
-
-    rule: str
-    test_case: list[int]
-    expected_result: float
-
-    @field_validator("rule")
-    @classmethod
-    def _rule_is_safe(cls, v: str) -> str:
-        parse_rule(v)  # raises ValueError naming what is not allowed
-        return v
-
-    @field_validator("test_case")
-    @classmethod
-    def _four_inputs(cls, v: list[int]) -> list[int]:
-        if len(v) != 4:
-            raise ValueError(f"test_case must hold exactly 4 integers (a, b, c, d), got {len(v)}")
-        return v
-
-    @field_validator("expected_result")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"expected_result must be a finite number, got {v}")
-        return v
 
 
 def format_value(v: float) -> str:
@@ -256,6 +227,4 @@ class FunctionGym(Gym):
         if split not in EMBEDDED_SPLITS:
             raise ValueError(f"unknown split {split!r} for the embedded Function tasks; use one of "
                              + ", ".join(EMBEDDED_SPLITS))
-        from baorl.gyms.function_data import embedded_split
-
         return list(embedded_split(split))

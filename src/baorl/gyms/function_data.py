@@ -29,13 +29,16 @@ True
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from baorl.gyms.expr import VARIABLES, evaluate
-from baorl.gyms.function import FunctionTask
+from pydantic import field_validator
+
+from baorl.gyms.base import Task
+from baorl.gyms.expr import VARIABLES, evaluate, parse_rule
 
 #: the benchmark's size and its train/test split
 N_TASKS, N_TRAIN, N_TEST = 538, 460, 78
@@ -62,6 +65,34 @@ _TEMPLATE_WEIGHTS: tuple[tuple[str, float], ...] = (
 #: operator weights for a free operator slot (`**` only in the plain chain)
 _OP_WEIGHTS: dict[str, float] = {"+": 0.26, "-": 0.25, "*": 0.27, "/": 0.22}
 _POW_WEIGHT_IN_CHAIN = 0.30
+
+
+class FunctionTask(Task):
+    """One Function task: UserRL's record ``{id, rule, test_case, expected_result}``."""
+
+    rule: str
+    test_case: list[int]
+    expected_result: float
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_is_safe(cls, v: str) -> str:
+        parse_rule(v)  # raises ValueError naming what is not allowed
+        return v
+
+    @field_validator("test_case")
+    @classmethod
+    def _four_inputs(cls, v: list[int]) -> list[int]:
+        if len(v) != 4:
+            raise ValueError(f"test_case must hold exactly 4 integers (a, b, c, d), got {len(v)}")
+        return v
+
+    @field_validator("expected_result")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"expected_result must be a finite number, got {v}")
+        return v
 
 
 def _draw_rule(rng: random.Random) -> str:

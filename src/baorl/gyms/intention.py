@@ -12,9 +12,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from baorl.gyms.base import Gym, Outcome, Task
+from baorl.gyms.base import Gym, Outcome, SimulatorError, Task
 from baorl.gyms.taskfile import load_records, select_split
-from baorl.users.base import SimulatorError
 
 DATA = Path(__file__).with_name("data") / "intention_tasks.json"
 #: reward for a question by the highest importance among the details it newly covers

@@ -30,11 +30,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from baorl.endpoint import split_think
 from baorl.gyms.tool import CHOICES, TOOL_NAME
-from baorl.records import clean_json, clean_text
-from baorl.users.jsonfix import match_brace
+from baorl.records import clean_json, clean_text, match_brace
 
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _BRACKET = re.compile(r"^\s*\[(\w+)\]\s*(.*)$", re.S)
 
@@ -59,9 +58,8 @@ class ParsedAction:
 
 
 def extract_think(text: str) -> str:
-    """The text of the first ``<think>`` block (empty if there is none)."""
-    m = _THINK.search(text)
-    return m.group(1).strip() if m else ""
+    """The text of the first ``<think>`` block (empty if there is none); see `split_think`."""
+    return split_think(text)[0] or ""
 
 
 class _TooDeep(ValueError):
@@ -133,8 +131,8 @@ def parse_action(output: Any) -> ParsedAction:
     if not isinstance(output, str):
         return ParsedAction(None, error=f"cannot parse an action from {type(output).__name__}")
 
-    think = extract_think(output)
-    body = _THINK.sub("", output)
+    think, body = split_think(output)
+    think = think or ""
     m = _TOOL_CALL.search(body)
     if m:
         try:

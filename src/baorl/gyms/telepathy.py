@@ -16,9 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from baorl.gyms.base import Gym, Outcome, Task, TaskDataError
+from baorl.gyms.base import Gym, Outcome, SimulatorError, Task, TaskDataError
 from baorl.gyms.taskfile import load_records, select_split
-from baorl.users.base import SimulatorError
 
 EMBEDDED_PATH = Path(__file__).parent / "data" / "telepathy_entities.json"
 ANSWERS = ("Yes", "No", "Maybe")

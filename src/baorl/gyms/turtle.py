@@ -12,9 +12,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from baorl.gyms.base import Gym, Outcome, Task
+from baorl.gyms.base import Gym, Outcome, SimulatorError, Task
 from baorl.gyms.taskfile import load_records, select_split
-from baorl.users.base import SimulatorError
 
 DATA = Path(__file__).with_name("data") / "turtle_stories.json"
 #: allowed slack when checking that rubric weights sum to 1

@@ -37,8 +37,8 @@ from typing import Any
 from baorl.agents.base import Agent, AgentError
 from baorl.gyms import gym_class, load_tasks
 from baorl.records import Episode, append_jsonl, iter_episodes, write_episodes
-from baorl.rollout.play import aplay_episode
-from baorl.rollout.runner import finished_task_ids
+from baorl.runs.play import aplay_episode
+from baorl.runs.runner import finished_task_ids
 from baorl.teach.export import (
     conversation_to_sharegpt,
     episode_to_conversation,

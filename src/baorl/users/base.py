@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from baorl.gyms.base import SimulatorError as SimulatorError  # defined by the gyms, which catch it
+
 YesNo = Literal["Yes", "No", "Maybe"]
-
-
-class SimulatorError(RuntimeError):
-    """The simulator (or judge) could not produce a usable reply after its retries."""
 
 
 @runtime_checkable

@@ -15,20 +15,22 @@ import json
 import re
 from typing import Any
 
+from baorl.endpoint import split_think
+from baorl.records import match_brace
+
 __all__ = ["parse_json_reply"]
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript|js|python)?[ \t]*\n?(.*?)```", re.DOTALL)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _WORDS = {"True": "true", "False": "false", "None": "null", "true": "true", "false": "false", "null": "null"}
 
 
 def parse_json_reply(text: str) -> dict[str, Any]:
     """Return the first JSON object found in `text`.
 
-    Reasoning blocks (``<think>...</think>``, as thinking models emit) are dropped first. Then it
-    tries, in order: the whole text as JSON; the contents of each code fence; the first balanced
-    ``{...}`` object (and later ones if it does not parse). Each candidate is parsed as strict JSON
-    first and, failing that, after a repair that converts single-quoted strings, Python
+    Reasoning (``<think>...</think>``, as thinking models emit; see `split_think`) is dropped first.
+    Then it tries, in order: the whole text as JSON; the contents of each code fence; the first
+    balanced ``{...}`` object (and later ones if it does not parse). Each candidate is parsed as
+    strict JSON first and, failing that, after a repair that converts single-quoted strings, Python
     ``True``/``False``/``None``, bare-word keys and values, and trailing commas.
 
     Raises:
@@ -79,7 +81,7 @@ def parse_json_reply(text: str) -> dict[str, Any]:
     """
     if not isinstance(text, str):
         raise ValueError(f"expected the reply as a string, got {type(text).__name__}")
-    text = _THINK.sub("", text)
+    text = split_think(text)[1]
     candidates = [text.strip()]
     candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
     candidates += list(_balanced_objects(text))
@@ -114,32 +116,6 @@ def _balanced_objects(text: str):
         if end is not None:
             yield text[start : end + 1]
         start = text.find("{", start + 1)
-
-
-def match_brace(text: str, start: int) -> int | None:
-    """Index of the ``}`` closing the ``{`` at `start` (braces inside quoted strings ignored), or None.
-
-    >>> match_brace('{"a": "}"} tail', 0)
-    9
-    """
-    depth, i, quote = 0, start, ""
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
 
 
 def _repair(src: str) -> str:

@@ -1,6 +1,6 @@
 """Run an agent over a gym's tasks and write episode records: what `baorl rollout` does.
 
-Scripted and API agents are played by the text-level loop (`baorl.rollout.play`), many episodes
+Scripted and API agents are played by the text-level loop (`baorl.runs.play`), many episodes
 at once; local models (``hf:...``) by the batched token-level engine (`baorl.rollout.engine`).
 Records are appended as each episode finishes, so an interrupted run loses nothing: run it again
 and the tasks already in the output file are skipped (a half-written last line is redone).
@@ -152,7 +152,7 @@ def run_rollout(
     their records also carry the token fields of `baorl.rollout.engine.Trajectory`. Of the
     `engine_options`, ``max_turns`` (the gym's turn limit) applies to every agent. Text-level
     agents (scripted, ``openai:``) keep at most `max_turn_chars` characters per turn text field in
-    the records (see `baorl.rollout.play.aplay_episode`).
+    the records (see `baorl.runs.play.aplay_episode`).
 
     Raises:
         ValueError: `limit` or `concurrency` below 1, an empty task source, a bad agent spec.
@@ -190,8 +190,8 @@ def run_rollout(
     if not todo:
         return []
     if agent.startswith("hf:"):
-        from baorl.agents.hf import HFPolicy
         from baorl.rollout.engine import EngineConfig
+        from baorl.rollout.hf import HFPolicy
 
         config = EngineConfig(**{"temperature": 0.0, "seed": seed, **(engine_options or {})})
         policy = HFPolicy(agent, config)
@@ -204,7 +204,7 @@ def run_rollout(
         return [t.episode for t in trajs]
 
     from baorl.agents import make_agent
-    from baorl.rollout.play import aplay_many
+    from baorl.runs.play import aplay_many
 
     make_agent(agent, **(agent_options or {}))  # fail fast on a bad spec, before any episode
     max_turns = (engine_options or {}).get("max_turns")  # a gym limit: it applies to every agent
