@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import torch
+from _serving import wait_healthy  # bench/ is the script's directory
 
 
 def _gyms(name: str, n: int) -> list:
@@ -51,8 +51,8 @@ def _row(kind: str, eps: list, seconds: float, tokens: int | None = None) -> dic
 
 
 def bench_embedded(gym: str, n: int, max_new: int) -> list[dict]:
-    from baorl.agents.hf import HFPolicy
     from baorl.rollout.engine import EngineConfig
+    from baorl.rollout.hf import HFPolicy
 
     policy = HFPolicy("hf:embedded", EngineConfig(temperature=0.0, max_new_tokens_per_turn=max_new, batch_size=n))
     policy.rollout(_gyms(gym, 1))  # warm-up (first-call allocations), not timed
@@ -84,18 +84,7 @@ def bench_endpoint(gym: str, n: int, max_new: int) -> list[dict]:
          "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"baorl serve exited: {server.stderr.read()[-2000:] if server.stderr else ''}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("baorl serve did not start within 600 s")
-            time.sleep(0.5)
+        wait_healthy(server, port, "baorl serve", log=lambda: server.stderr.read() if server.stderr else "")
         opts = {"base_url": base, "max_tokens": max_new, "timeout": 1800.0, "max_retries": 0}
         rows = []
         with tempfile.TemporaryDirectory() as tmp:

@@ -485,8 +485,8 @@ def write_train_config(work: Path, *, shape: str, device: str, tasks: int, rollo
                     "max_new_tokens_per_turn": response, "temperature": 1.0, "batch_size": tasks * rollouts,
                     "backend": "hf"},
         "train": {"tasks_per_step": tasks, "rollouts_per_task": rollouts, "micro_batch_size": micro,
-                  "max_steps": 1, "lr": 1e-6, "val_every": 0, "val_at_start": False, "val_at_end": False,
-                  "save_every": 1, "keep_checkpoints": 1, "report_to": [], "bf16": cuda,
+                  "max_steps": 1, "learning_rate": 1e-6, "val_every": 0, "val_at_start": False, "val_at_end": False,
+                  "save_steps": 1, "save_total_limit": 1, "report_to": [], "bf16": cuda,
                   "gradient_checkpointing": False, "seed": 0},
     }
     path = work / "config.yaml"

@@ -18,7 +18,7 @@ import time
 
 from baorl.agents.scripted import RandomAgent
 from baorl.gyms import gym_class, load_tasks, registry
-from baorl.rollout.play import aplay_episode
+from baorl.runs.play import aplay_episode
 from baorl.users import make_user
 
 

@@ -109,7 +109,7 @@ def main() -> None:
         "model": {"chat_template": "chatml-tools"},
         "rollout": {"max_turns": args.turns},
         "train": {"tasks_per_step": args.tasks, "rollouts_per_task": args.rollouts, "micro_batch_size": args.micro,
-                  "lr": 1e-6, "report_to": [], "val_every": 0, "save_every": 10_000},
+                  "learning_rate": 1e-6, "report_to": [], "val_every": 0, "save_steps": 10_000},
     })
 
     # scoring, alone

@@ -114,8 +114,8 @@ def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
 def test_the_library_refuses_them_too(tmp_path):
     import asyncio
 
-    from baorl.rollout.play import aplay_many
-    from baorl.rollout.runner import run_rollout
+    from baorl.runs.play import aplay_many
+    from baorl.runs.runner import run_rollout
 
     with pytest.raises(ValueError, match=r"task limit \(--n\) must be an integer >= 1, got -2"):
         run_rollout(agent="scripted:random", gym="function", out=tmp_path / "r.jsonl", limit=-2)

@@ -360,7 +360,7 @@ def test_trajectory_record_roundtrip(tok, llama):
 
 
 def test_hf_policy_plays_the_embedded_model():
-    from baorl.agents.hf import HFPolicy
+    from baorl.rollout.hf import HFPolicy
 
     with pytest.raises(ValueError, match="hf:embedded"):
         HFPolicy("hf:")

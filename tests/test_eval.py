@@ -311,7 +311,7 @@ def test_a_resumed_run_keeps_its_eval_json_when_a_later_start_fails(tmp_path: Pa
     def down(**kw: object) -> None:
         raise ConnectionError("endpoint down")
 
-    monkeypatch.setattr("baorl.rollout.runner.run_rollout", down)
+    monkeypatch.setattr("baorl.runs.runner.run_rollout", down)
     with pytest.raises(ConnectionError):
         evaluate("scripted:random", "function", out, limit=2, n_boot=0, report=False)
     assert (out / "eval.json").is_file() and (out / "episodes.jsonl").is_file()
@@ -360,7 +360,7 @@ def test_model_text_is_capped_in_records_and_report(tmp_path: Path) -> None:
     from baorl.evaluation.report import write_report
     from baorl.gyms.function import FunctionGym
     from baorl.records import write_episodes
-    from baorl.rollout.play import aplay_episode, aplay_many
+    from baorl.runs.play import aplay_episode, aplay_many
 
     task = load_tasks("function", split="test")[0]
     ep = asyncio.run(aplay_episode(FunctionGym(task), Verbose()))  # type: ignore[arg-type]

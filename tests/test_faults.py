@@ -43,7 +43,7 @@ from faulty_endpoint import FaultyEndpoint
 from baorl.agents.base import AgentError
 from baorl.evaluation.run import evaluate, load_run
 from baorl.records import Episode, read_episodes, write_episodes
-from baorl.rollout.runner import finished_task_ids, run_rollout
+from baorl.runs.runner import finished_task_ids, run_rollout
 
 SEED = int(os.environ.get("BAORL_FAULT_SEED", random.SystemRandom().randrange(10**6)))
 RNG = random.Random(SEED)

@@ -13,7 +13,7 @@ from baorl.agents.base import Agent, tool_call_text
 from baorl.agents.function_solver import FunctionSolver, candidate_bank
 from baorl.gyms.expr import compile_rule, evaluate
 from baorl.gyms.function import FunctionGym, FunctionTask
-from baorl.rollout.play import play_episode
+from baorl.runs.play import play_episode
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,23 @@ def test_reward_in_observation_is_opt_in():
     gym.reset(seed=0)
     obs, *_ = gym.step("[search] test")
     assert obs.endswith("Reward: 0")
+
+
+def test_check_gym_names_the_broken_check():
+    cls = gym_class("function")
+    task = load_tasks("function", split="test")[0]
+
+    class Silent(cls):
+        def reset(self, *, seed=None, options=None):
+            _obs, info = super().reset(seed=seed, options=options)
+            return "", info
+
+    with pytest.raises(AssertionError, match="^check_reset: reset must return a non-empty task prompt"):
+        check_gym(lambda: Silent(task))
+
+
+def test_gyms_alone_say_which_simulators_they_have():
+    assert {n: s.simulator for n, s in registry().items()} == {
+        "function": "none", "telepathy": "offline, LLM", "turtle": "offline~, LLM", "intention": "offline~, LLM"}
+    for name, s in registry().items():
+        assert gym_class(name).needs_user == (s.offline_user is not None or s.llm_user is not None)

@@ -14,7 +14,7 @@ from baorl.agents.scripted import ReplayAgent as Script
 from baorl.gyms import load_tasks, make
 from baorl.gyms.base import TaskDataError
 from baorl.gyms.intention import IntentionGym, IntentionTask, question_reward
-from baorl.rollout.play import play_episode
+from baorl.runs.play import play_episode
 from baorl.users import IntentionUser, SimulatorError, make_user
 from baorl.users.embedding import Embedder
 from baorl.users.similarity import DETAIL, OfflineIntentionUser

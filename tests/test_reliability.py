@@ -47,7 +47,7 @@ def python(code: str, *args: str, limit: int | None = None) -> subprocess.Comple
 # ---- 1. line separators -----------------------------------------------------------------------------
 def test_line_separators_in_any_field_keep_a_records_file_readable(tmp_path: Path) -> None:
     from baorl.evaluation.run import load_run
-    from baorl.rollout.runner import finished_task_ids
+    from baorl.runs.runner import finished_task_ids
 
     path = tmp_path / "episodes.jsonl"
     write_episodes(path, [ep("t0"), ep("t1")])
@@ -104,7 +104,7 @@ def test_jsonl_writer_escapes_separators_and_replaces_lone_surrogates(tmp_path: 
 
 # ---- 2. resuming never endangers finished work ------------------------------------------------------
 def test_a_rerun_of_a_complete_rollout_writes_nothing(tmp_path: Path) -> None:
-    from baorl.rollout.runner import run_rollout
+    from baorl.runs.runner import run_rollout
 
     out = tmp_path / "eps.jsonl"
     assert len(run_rollout(agent="scripted:random", gym="function", out=out, limit=3)) == 3
@@ -114,7 +114,7 @@ def test_a_rerun_of_a_complete_rollout_writes_nothing(tmp_path: Path) -> None:
     assert (out.stat().st_ino, out.stat().st_mtime_ns, out.read_bytes()) == (ino, 10**9, data)
 
 
-_RESUME = "import sys; from pathlib import Path; from baorl.rollout.runner import finished_task_ids; " \
+_RESUME = "import sys; from pathlib import Path; from baorl.runs.runner import finished_task_ids; " \
           "print(sorted(finished_task_ids(Path(sys.argv[1]))))"
 
 
@@ -222,7 +222,7 @@ def test_simulator_errors_are_left_out_of_the_metrics_and_shown(tmp_path: Path,
 
 
 def test_a_rerun_plays_simulator_errors_again(tmp_path: Path) -> None:
-    from baorl.rollout.runner import finished_task_ids
+    from baorl.runs.runner import finished_task_ids
 
     path = tmp_path / "eps.jsonl"
     write_episodes(path, [ep("t0", text="x"), ep("t1", text="x", termination="simulator_error"), ep("t2", text="x")])
@@ -234,7 +234,7 @@ def test_a_rerun_plays_simulator_errors_again(tmp_path: Path) -> None:
 # ---- 5. a run directory knows what it holds -----------------------------------------------------------
 def test_eval_refuses_the_records_of_another_run(tmp_path: Path) -> None:
     from baorl.evaluation.run import evaluate
-    from baorl.rollout.runner import run_rollout
+    from baorl.runs.runner import run_rollout
 
     out = tmp_path / "D"
     run_rollout(agent="scripted:function-solver", gym="function", out=out / "episodes.jsonl", limit=2)
@@ -250,7 +250,7 @@ def test_eval_refuses_the_records_of_another_run(tmp_path: Path) -> None:
 
 
 def test_rollout_refuses_another_seed_agent_or_gym(tmp_path: Path) -> None:
-    from baorl.rollout.runner import run_rollout
+    from baorl.runs.runner import run_rollout
 
     out = tmp_path / "eps.jsonl"
     run_rollout(agent="scripted:random", gym="function", out=out, limit=2)

@@ -28,7 +28,7 @@ from baorl.gyms.function import FunctionGym, FunctionTask
 from baorl.gyms.parser import parse_action
 from baorl.gyms.tool import INTERACT_TOOL
 from baorl.models import chat_template, load_model, load_tokenizer, tiny_model
-from baorl.rollout.play import aplay_episode
+from baorl.runs.play import aplay_episode
 from baorl.serve import add_serve_parser, serve_main
 from baorl.serve.app import BackgroundServer, check_host, create_app, is_loopback, run_server
 from baorl.serve.engine import Engine, render_prompt

@@ -21,8 +21,8 @@ from baorl.gyms import load_tasks, make
 from baorl.models import CHAT_TEMPLATES, chat_template, load_model, load_tokenizer, tiny_model
 from baorl.records import Episode
 from baorl.rollout.engine import EngineConfig, RolloutEngine
-from baorl.rollout.play import aplay_episode
 from baorl.rollout.render import ChatRenderer
+from baorl.runs.play import aplay_episode
 from baorl.teach.export import episode_to_conversation, write_jsonl_atomic
 from baorl.train.sft import SFTRunConfig, build_dataset, build_trainer, run_sft, to_example, training_template
 from baorl.train.verl.advantages import mask_spans
@@ -64,7 +64,7 @@ def tiny_dir(tok, tmp_path_factory) -> Path:
 
 def config(data: Path, model: Path, out: Path, max_length: int = 640, **train) -> SFTRunConfig:
     """A tiny run: conversations cut after their first turn (the 554-token prompt + ~90), 12 steps."""
-    train = {"max_steps": 12, "learning_rate": 1e-2, "warmup_ratio": 0.0, "scheduler": "constant",
+    train = {"max_steps": 12, "learning_rate": 1e-2, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
              "logging_steps": 1, "save_steps": 6, **train}
     return build_config(SFTRunConfig, {"model": {"path": str(model)},
                                        "data": {"train": str(data), "max_length": max_length},
@@ -163,7 +163,7 @@ def test_tiny_sft_run_learns_saves_and_resumes(solved, tiny_dir, tmp_path):
     assert (final / "config.json").is_file() and not (final / "adapter_config.json").exists()
     tok2 = load_tokenizer(str(final))
     assert chat_template(tok2, "auto") == CHAT_TEMPLATES["chatml-tools"]
-    from baorl.agents.hf import HFPolicy
+    from baorl.rollout.hf import HFPolicy
 
     policy = HFPolicy(f"hf:{final}", EngineConfig(temperature=0.0, max_new_tokens_per_turn=8))
     (traj,) = policy.rollout([make("function", task=load_tasks("function")[0])])
@@ -180,7 +180,7 @@ def test_tiny_sft_run_learns_saves_and_resumes(solved, tiny_dir, tmp_path):
 def test_lora_run_saves_merged_weights(solved, tiny_dir, tmp_path):
     path, _ = solved
     cfg = config(path, tiny_dir, tmp_path / "lora", max_steps=2, learning_rate=1e-2)
-    cfg.lora.enabled, cfg.lora.r = True, 4
+    cfg.model.lora.enabled, cfg.model.lora.r = True, 4
     final = run_sft(cfg)
     assert not (final / "adapter_config.json").exists()
     base, _ = load_model(str(tiny_dir))
@@ -209,12 +209,16 @@ def test_broken_conversation_is_reported_with_its_line(solved, tmp_path, capsys)
 
 def test_unknown_config_key_is_named(tmp_path, capsys):
     cfg = tmp_path / "sft.yaml"
-    cfg.write_text("data: {train: x.jsonl}\ntrain: {lr: 1.0e-5}\n")
-    with pytest.raises(ConfigError, match=r"train\.lr: Extra inputs"):
+    cfg.write_text("data: {train: x.jsonl}\ntrain: {lrr: 1.0e-5}\n")
+    with pytest.raises(ConfigError, match=r"train\.lrr: Extra inputs"):
         load_config(SFTRunConfig, cfg)
     cfg.write_text("data: {train: x.jsonl}\n")
-    assert main(["sft", str(cfg), "--set", "lora.rank=8"]) == 2
-    assert "lora.rank" in capsys.readouterr().err
+    assert main(["sft", str(cfg), "--set", "model.lora.rank=8"]) == 2
+    assert "model.lora.rank" in capsys.readouterr().err
+    # a key of the old SFT vocabulary is refused with its new name
+    assert main(["sft", str(cfg), "--set", "lora.enabled=true", "--set", "train.scheduler=linear"]) == 2
+    err = capsys.readouterr().err
+    assert "lora: renamed to model.lora" in err and "train.scheduler: renamed to train.lr_scheduler_type" in err
 
 
 def test_template_without_generation_markers_is_refused(tok):
@@ -229,6 +233,6 @@ def test_presets_parse(name):
     assert cfg.data.train and cfg.train.epochs > 0
     if "qwen3" in name:  # the paper's SFT setting (spec: bao.md §2)
         t = cfg.train
-        assert (cfg.lora.enabled, t.learning_rate, t.scheduler, t.warmup_ratio, t.epochs) == (
+        assert (cfg.model.lora.enabled, t.learning_rate, t.lr_scheduler_type, t.warmup_ratio, t.epochs) == (
             False, 1e-5, "cosine", 0.1, 3.0)
         assert cfg.model.chat_template == "qwen3" and t.bf16 is not False

@@ -25,8 +25,8 @@ from baorl.gyms.function import FunctionGym, FunctionTask
 from baorl.gyms.telepathy import TelepathyGym
 from baorl.gyms.tool import INTERACT_TOOL
 from baorl.records import Episode, Turn, read_episodes
-from baorl.rollout.play import play_episode
 from baorl.rollout.render import ChatRenderer
+from baorl.runs.play import play_episode
 from baorl.teach import check_episodes, make_teacher, parse_keep, read_sft_file, teach
 from baorl.teach.export import (
     conversation_to_sharegpt,

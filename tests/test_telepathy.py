@@ -17,7 +17,7 @@ from baorl.agents.telepathy_questioner import TelepathyQuestioner
 from baorl.gyms import get_task, load_tasks, make
 from baorl.gyms.base import TaskDataError
 from baorl.gyms.telepathy import TelepathyGym, TelepathyTask, embedded_set
-from baorl.rollout.play import play_episode
+from baorl.runs.play import play_episode
 from baorl.users import SimulatorError, TelepathyUser, make_user
 from baorl.users.telepathy_offline import OfflineTelepathyUser, normalize
 

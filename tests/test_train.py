@@ -24,9 +24,9 @@ GEN = "<|im_start|>assistant\n"
 def test_unknown_key_and_wrong_type_fail_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"bao\.c_repp: Extra inputs"):
         build_config(TrainConfig, {"bao": {"c_repp": 0.1}})
-    with pytest.raises(ConfigError, match=r"train\.lr: Input should be a valid number"):
-        build_config(TrainConfig, {}, ["train.lr=fast"])
-    for bad in ("train.lr=.inf", "train.lr=.nan", "bao.c_len=.inf"):
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: Input should be a valid number"):
+        build_config(TrainConfig, {}, ["train.learning_rate=fast"])
+    for bad in ("train.learning_rate=.inf", "train.learning_rate=.nan", "bao.c_len=.inf"):
         with pytest.raises(ConfigError, match="finite"):
             build_config(TrainConfig, {}, [bad])
     with pytest.raises(ConfigError, match="mini_batch_tasks"):
@@ -45,7 +45,7 @@ def test_presets_load_and_differ_only_where_the_baseline_does() -> None:
     for name in ("bao-qwen3-4b.yaml", "userrl-qwen3-4b.yaml"):
         paper = load_config(TrainConfig, root / name)
         assert paper.train.tasks_per_step == 128 and paper.train.rollouts_per_task == 8
-        assert paper.train.mini_batch_tasks == 16 and paper.train.lr == 1e-6
+        assert paper.train.mini_batch_tasks == 16 and paper.train.learning_rate == 1e-6
 
 
 # ---- a real run on a tiny model ---------------------------------------------------------------------
@@ -103,7 +103,7 @@ def make_cfg(tiny_dir: Path, out: Path, **train) -> TrainConfig:
         "model": {"path": str(tiny_dir), "chat_template": "chatml-tools"},
         "data": {"gym": "function", "max_train_tasks": 1, "max_val_tasks": 2},
         "rollout": {"max_turns": 2, "max_new_tokens_per_turn": 64, "max_response_tokens": 400, "batch_size": 8},
-        "train": {"tasks_per_step": 1, "rollouts_per_task": 8, "micro_batch_size": 4, "lr": 3e-3,
+        "train": {"tasks_per_step": 1, "rollouts_per_task": 8, "micro_batch_size": 4, "learning_rate": 3e-3,
                   "max_steps": 2, "val_every": 0, "val_at_start": False, "report_to": [], "seed": 1, **train},
     })
 

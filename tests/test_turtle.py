@@ -23,7 +23,7 @@ from baorl.gyms.turtle import (
     TurtleTask,
     coverage_feedback,
 )
-from baorl.rollout.play import play_episode
+from baorl.runs.play import play_episode
 from baorl.users import SimulatorError, TurtleUser, make_user
 from baorl.users import embedding as embedding_module
 from baorl.users.embedding import Embedder, EmbeddingModelMissing, default_embedder

@@ -101,7 +101,7 @@ def test_launcher_writes_verl_data_and_overrides(tmp_path) -> None:
         "bao": {"score": "mean", "credit": "equalized", "penalties": False},
         "loss": {"dual_clip": None},
         "train": {"tasks_per_step": 4, "rollouts_per_task": 8, "mini_batch_tasks": 2, "max_steps": 6,
-                  "val_every": 0, "lr": 2e-6},
+                  "val_every": 0, "learning_rate": 2e-6},
     })
     tasks = load_tasks("function")[:3]
     path = write_dataset(tasks, "function", tmp_path / "run/verl/train.parquet")

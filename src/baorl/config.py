@@ -21,6 +21,14 @@ before any work, naming the key::
 
 Override values are parsed as YAML (``3e-6``, ``true``, ``[1, 2]``, ``null``); a value that does
 not parse stays a string.
+
+A key that was renamed (`RENAMED`: the SFT and RL configs now share one vocabulary, TRL's words) is
+refused with its new name, not silently ignored::
+
+    >>> build_config(Cfg, {}, ["train.lr=1e-5"])
+    Traceback (most recent call last):
+    ...
+    baorl.config.ConfigError: train.lr: renamed to train.learning_rate
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["StrictModel", "ConfigError", "parse_overrides", "build_config", "load_config", "save_config"]
+__all__ = ["StrictModel", "ConfigError", "RENAMED", "parse_overrides", "build_config", "load_config", "save_config"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,6 +55,36 @@ class StrictModel(BaseModel):
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key (``section.key: why``)."""
+
+
+#: old config key -> what to write instead (a config or ``--set`` using the old key is refused with this)
+RENAMED: dict[str, str] = {
+    "train.lr": "train.learning_rate",
+    "train.lr_scheduler": "train.lr_scheduler_type",
+    "train.scheduler": "train.lr_scheduler_type",
+    "train.save_every": "train.save_steps",
+    "train.keep_checkpoints": "train.save_total_limit",
+    "train.activation_checkpointing": "train.gradient_checkpointing",
+    "train.device": "train.use_cpu (cpu: true, cuda: false, auto: null)",
+    "train.batch_size": "train.per_device_train_batch_size",
+    "train.grad_accum": "train.gradient_accumulation_steps",
+    "lora": "model.lora",
+}
+
+
+def _renamed(data: Mapping[str, Any]) -> list[str]:
+    """The `RENAMED` keys present in `data`, each as ``old: renamed to new``."""
+    found = []
+    for old, new in RENAMED.items():
+        node: Any = data
+        for part in old.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+        if node is not _MISSING:
+            found.append(f"{old}: renamed to {new}")
+    return found
+
+
+_MISSING = object()
 
 
 def _yaml_value(text: str) -> Any:
@@ -104,6 +142,9 @@ def build_config(cls: type[M], data: Mapping[str, Any] | None, overrides: Iterab
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
     merged = _merge(dict(data or {}), parse_overrides(overrides))
+    renamed = _renamed(merged)
+    if renamed:
+        raise ConfigError("; ".join(renamed))
     try:
         return cls.model_validate(merged)
     except ValidationError as e:

@@ -110,7 +110,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     from baorl.agents.scripted import HumanAgent
     from baorl.gyms import gym_class, load_tasks, make
     from baorl.records import write_episodes
-    from baorl.rollout.play import aplay_episode
+    from baorl.runs.play import aplay_episode
 
     gym_cls = gym_class(args.gym)
     task = args.task or load_tasks(args.gym, args.data, args.split)[0].id
@@ -156,7 +156,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 # ---- baorl rollout ------------------------------------------------------------------------------
 def cmd_rollout(args: argparse.Namespace) -> int:
     from baorl.cli.progress import episode_bar
-    from baorl.rollout.runner import run_rollout
+    from baorl.runs.runner import run_rollout
 
     out = Path(args.out)
     engine = engine_options(args)

@@ -14,16 +14,22 @@ _ENGINE_FIELDS = {
 
 
 def add_local_model_args(parser: argparse.ArgumentParser, temperature_help: str) -> None:
-    """The `hf:` agents' engine options (`baorl eval`, `baorl rollout`)."""
+    """The `hf:` agents' engine options (`baorl eval`, `baorl rollout`); the episode limits' defaults
+    are `EpisodeLimits`' (the engine's and a train config's ``rollout`` section's)."""
+    from baorl.rollout.episode import EpisodeLimits
+
+    default = {name: f.default for name, f in EpisodeLimits.model_fields.items()}
     g = parser.add_argument_group("local models (hf:...)")
     g.add_argument("--batch-size", type=int, default=None, help="episodes decoded together")
     g.add_argument("--temperature", type=float, default=None, help=temperature_help)
-    g.add_argument("--max-new-tokens", type=int, default=None, help="token cap per turn")
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help=f"token cap per turn (default {default['max_new_tokens_per_turn']:,})")
     g.add_argument("--max-prompt-tokens", type=int, default=None,
-                   help="episode budget: most prompt tokens (default 1,152, the paper's)")
+                   help=f"episode budget: most prompt tokens (default {default['max_prompt_tokens']:,}, the paper's)")
     g.add_argument("--max-response-tokens", type=int, default=None,
-                   help="episode budget: most tokens after the prompt, policy and observations (default 7,000, "
-                   "the paper's; use a training run's budget to evaluate it under its own conditions)")
+                   help=f"episode budget: most tokens after the prompt, policy and observations (default "
+                   f"{default['max_response_tokens']:,}, the paper's; use a training run's budget to evaluate it "
+                   "under its own conditions)")
     g.add_argument("--max-turns", type=positive_int, default=None,
                    help="override the gym's turn limit (applies to every agent, not only hf:)")
     g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")

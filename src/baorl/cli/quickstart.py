@@ -60,9 +60,9 @@ def _sft_config(out: Path, data: Path, steps: int) -> Any:
     return build_config(SFTRunConfig, {
         "model": {"path": "embedded", "chat_template": "chatml-tools"},
         "data": {"train": [str(data)], "max_length": 2048},
-        "train": {"learning_rate": 5e-5, "max_steps": steps, "batch_size": 1, "grad_accum": 1,
-                  "scheduler": "cosine", "warmup_ratio": 0.1, "device": "cpu", "logging_steps": 5,
-                  "save_steps": max(steps, 1)},
+        "train": {"learning_rate": 5e-5, "max_steps": steps, "per_device_train_batch_size": 1,
+                  "gradient_accumulation_steps": 1, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1,
+                  "use_cpu": True, "logging_steps": 5, "save_steps": max(steps, 1)},
         "output_dir": str(out),
     })
 
@@ -81,8 +81,8 @@ def _rl_config(out: Path, start: Path, sizes: Sizes, *, baseline: bool) -> Any:
                     "max_new_tokens_per_turn": sizes.max_new_tokens_per_turn, "batch_size": 16},
         "bao": bao,
         "train": {"tasks_per_step": sizes.rl_tasks, "rollouts_per_task": sizes.rl_rollouts, "micro_batch_size": 2,
-                  "max_steps": sizes.rl_steps, "lr": 1e-5, "val_every": 0, "val_at_start": False, "val_at_end": False,
-                  "save_every": 1, "report_to": [], "seed": 0},
+                  "max_steps": sizes.rl_steps, "learning_rate": 1e-5, "val_every": 0, "val_at_start": False, "val_at_end": False,
+                  "save_steps": 1, "report_to": [], "seed": 0},
     })
 
 

@@ -1,7 +1,7 @@
 """The token-exact, batched multi-turn rollout engine for local transformers policies.
 
 `RolloutEngine.arun(gyms)` plays one episode per gym and returns a `Trajectory` per episode: the
-`Episode` record (the same semantics as `baorl.rollout.play`) plus what training needs, token by
+`Episode` record (the same semantics as `baorl.runs.play`) plus what training needs, token by
 token. How it works, in the order a run goes:
 
 1. **Prompts.** Each gym is reset; system and task prompt are rendered by the chat template and
@@ -54,13 +54,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from baorl.gyms.base import Gym
 from baorl.gyms.parser import ParsedAction
 from baorl.rollout import attention
 from baorl.rollout.attention import PrefixKV
-from baorl.rollout.episode import Limits, StopRule, TokenEpisode, eos_ids, step_gym
+from baorl.rollout.episode import EpisodeLimits, Limits, StopRule, TokenEpisode, eos_ids, step_gym
 from baorl.rollout.kvcache import KVBatch, check_supported, kv_bytes_per_token
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.sampling import sample_next
@@ -85,18 +85,11 @@ def _no_stop_iteration(fn: Callable, *args: Any) -> Any:
         raise RuntimeError(f"StopIteration escaped {getattr(fn, '__name__', fn)!r} in the forward thread") from e
 
 
-class EngineConfig(BaseModel):
-    """Settings of a rollout run."""
+class EngineConfig(EpisodeLimits):
+    """Settings of a rollout run: the episode limits (`EpisodeLimits`) and how to sample and batch."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_turns: int | None = Field(None, ge=1, description="turn limit per episode; None keeps each gym's own (T)")
-    max_prompt_tokens: int = Field(1152, ge=1, description="longest initial prompt; longer ones end at once")
-    max_response_tokens: int = Field(
-        7000, ge=1, description="tokens after the prompt per episode (policy and observations): the budget")
-    max_new_tokens_per_turn: int = Field(512, ge=1, description="most tokens one generation may take")
-    trailing_generation: bool = Field(False, description="after the turn limit, generate once more without "
-                                      "executing the call (the official rollout's 16th generation)")
     temperature: float = Field(1.0, ge=0.0, description="sampling temperature; 0 decodes greedily")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1.0: off)")
     top_k: int = Field(0, ge=0, description="sample among the k most likely tokens only (0: off)")
@@ -108,7 +101,6 @@ class EngineConfig(BaseModel):
         "machine's RAM on CPU; None: no cap")
     chat_template: str = Field("auto", description="auto, native, chatml-tools, qwen3, or Jinja source")
     template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra template variables")
-    reward_in_obs: bool | None = Field(None, description="suffix observations with the step reward; None keeps the gym's")
     seed: int = Field(0, description="seed of the sampling streams (and the gyms' reset seed unless given)")
     stop_strings: list[str] = Field(default_factory=lambda: ["</tool_call>"],
                                     description="a turn ends once its text contains one of these")
@@ -389,7 +381,7 @@ class RolloutEngine:
                 feed, made = len(r.ids) - r.n_cached - 1, 0
             else:
                 feed, made = 0, len(r.ids) - r.turn_start
-            gen = min(cfg.max_new_tokens_per_turn - made, cfg.max_response_tokens - r.response_len)
+            gen = min(self.limits.max_new_tokens_per_turn - made, cfg.max_response_tokens - r.response_len)
             room = max(room, feed + gen)
         return room
 

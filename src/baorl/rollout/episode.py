@@ -21,25 +21,47 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from baorl.gyms.base import Gym
 from baorl.gyms.parser import ParsedAction, parse_action
 from baorl.records import Episode, Turn
 from baorl.rollout.render import ChatRenderer
 from baorl.rollout.trajectory import Trajectory
 
-__all__ = ["Limits", "StopRule", "TokenEpisode", "eos_ids", "step_gym"]
+__all__ = ["EpisodeLimits", "Limits", "StopRule", "TokenEpisode", "eos_ids", "step_gym"]
 
 log = logging.getLogger(__name__)
 
 
+class EpisodeLimits(BaseModel):
+    """Per-episode limits and gym overrides, defined once: `EngineConfig` and a train config's
+    ``rollout`` section inherit these fields, the `hf:` command-line options take their defaults from
+    here, and `Limits.of` resolves them for the backends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int | None = Field(None, ge=1, description="turn limit per episode; None keeps each gym's own (T)")
+    max_prompt_tokens: int = Field(1152, ge=1, description="longest initial prompt; longer ones end at once")
+    max_response_tokens: int = Field(
+        7000, ge=1, description="tokens after the prompt per episode (policy and observations): the budget")
+    max_new_tokens_per_turn: int | None = Field(
+        512, ge=1, description="most tokens one generation may take (None: a turn is bounded only by what is "
+        "left of the response budget, as in the official rollout)")
+    trailing_generation: bool = Field(
+        False, description="after the turn limit, generate once more without executing the call and train on "
+        "that turn (the official rollout's 16th generation, an off-by-one; off by default)")
+    reward_in_obs: bool | None = Field(None, description="suffix observations with the step reward; None keeps the gym's")
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Per-episode limits and gym overrides (`EngineConfig` and a train config's ``rollout`` section
-    carry the same fields; ``None`` keeps the gym's own turn limit / reward display)."""
+    """`EpisodeLimits` resolved for play: ``max_new_tokens_per_turn`` is always a number (``None``
+    keeps the gym's own turn limit / reward display)."""
 
-    max_prompt_tokens: int = 1152
-    max_response_tokens: int = 7000
-    max_new_tokens_per_turn: int = 512
+    max_prompt_tokens: int = EpisodeLimits.model_fields["max_prompt_tokens"].default
+    max_response_tokens: int = EpisodeLimits.model_fields["max_response_tokens"].default
+    max_new_tokens_per_turn: int = EpisodeLimits.model_fields["max_new_tokens_per_turn"].default
     max_turns: int | None = None
     reward_in_obs: bool | None = None
     #: after the turn limit, generate once more without executing the call (the official rollout's
@@ -47,11 +69,11 @@ class Limits:
     trailing_generation: bool = False
 
     @classmethod
-    def of(cls, cfg: Any) -> Limits:
-        """The limits of any config with these fields (`EngineConfig`, `RolloutSection`)."""
+    def of(cls, cfg: EpisodeLimits) -> Limits:
+        """The limits of an `EpisodeLimits` (`EngineConfig`, `RolloutSection`)."""
         per_turn = cfg.max_new_tokens_per_turn or cfg.max_response_tokens  # None: only the budget bounds a turn
         return cls(cfg.max_prompt_tokens, cfg.max_response_tokens, per_turn, cfg.max_turns, cfg.reward_in_obs,
-                   bool(getattr(cfg, "trailing_generation", False)))
+                   cfg.trailing_generation)
 
 
 #: the feedback recorded for a generation made after the turn limit (``Limits.trailing_generation``)

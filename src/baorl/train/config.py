@@ -10,6 +10,14 @@ A config is one YAML file with these sections (unknown keys fail before any work
 - ``train``: batch geometry, optimiser, schedule, validation, checkpoints, logging.
 
 The presets in ``configs/`` set these; ``--set section.key=value`` overrides any of them.
+
+The SFT config (`baorl.train.sft.SFTRunConfig`) shares this vocabulary and these definitions:
+`ModelSection` (with ``lora`` inside it) and `OptimSection` (TRL's words: ``learning_rate``,
+``lr_scheduler_type``, ``warmup_ratio``, ``weight_decay``, ``max_grad_norm``, ``save_steps``,
+``save_total_limit``, ``gradient_checkpointing``, ``use_cpu``, ``bf16`` …) are defined here once; the
+episode limits of ``rollout`` are `baorl.rollout.episode.EpisodeLimits`, which the rollout engine's
+`EngineConfig` and the ``hf:`` command-line options share. Old keys are refused with their new name
+(`baorl.config.RENAMED`).
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from baorl.config import StrictModel
+from baorl.config import ConfigError, StrictModel
+from baorl.rollout.episode import EpisodeLimits
 
-__all__ = ["TrainConfig", "ModelSection", "DataSection", "RolloutSection", "BAOSection", "LossSection",
-           "TrainSection", "LoraSection"]
+__all__ = ["TrainConfig", "ModelSection", "RLModelSection", "DataSection", "RolloutSection", "BAOSection",
+           "LossSection", "OptimSection", "TrainSection", "LoraSection", "use_cuda"]
 
 
 class LoraSection(StrictModel):
@@ -44,10 +53,21 @@ class LoraSection(StrictModel):
 
 
 class ModelSection(StrictModel):
+    """The policy to start from and how to hold it; SFT and RL."""
+
     path: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), a local checkpoint, or a "
                       "model id already in the local Hugging Face cache")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights' dtype")
-    chat_template: str = Field("auto", description="auto, native, chatml-tools or qwen3")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the weights are loaded and trained in (mixed precision: train.bf16)")
+    chat_template: str = Field("auto", description="auto, native, chatml-tools or qwen3: the template the "
+                               "rollout engine plays the policy with")
+    lora: LoraSection = Field(default_factory=LoraSection)
+
+
+class RLModelSection(ModelSection):
+    """`ModelSection` for RL: chat-template variables, and no LoRA dropout by default (the update's
+    log-probabilities should be the rollout's)."""
+
     template_kwargs: dict = Field(default_factory=dict, description="extra chat-template variables")
     lora: LoraSection = Field(default_factory=lambda: LoraSection(dropout=0.0))
 
@@ -64,22 +84,14 @@ class DataSection(StrictModel):
     simulator_base_url: str | None = None
 
 
-class RolloutSection(StrictModel):
-    max_turns: int | None = Field(None, ge=1, description="turn limit T (None: the gym's own)")
-    max_prompt_tokens: int = Field(1152, ge=1)
-    max_response_tokens: int = Field(7000, ge=1, description="episode budget after the prompt")
-    max_new_tokens_per_turn: int | None = Field(
-        512, ge=1, description="most tokens one generation may take (None: a turn is bounded only by what is "
-        "left of the response budget, as in the official rollout)")
-    trailing_generation: bool = Field(
-        False, description="after the turn limit, generate once more without executing the call and train on "
-        "that turn (the official rollout's 16th generation, an off-by-one; off by default)")
+class RolloutSection(EpisodeLimits, StrictModel):
+    """The episode limits (`EpisodeLimits`, as the rollout engine's) and sampling of training rollouts."""
+
     temperature: float = Field(1.0, gt=0.0, description="rollout sampling temperature (validation is greedy)")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     batch_size: int = Field(64, ge=1, description="episodes decoded together")
     max_kv_gib: float | Literal["auto"] | None = Field("auto", description="KV-cache memory cap of the engine "
                                                        "(see EngineConfig.max_kv_gib)")
-    reward_in_obs: bool | None = None
     backend: Literal["auto", "hf", "vllm"] = Field(
         "auto", description="hf: baorl's batched engine; vllm: TRL's colocated vLLM on each GPU (gpu extra); "
         "auto: vllm when vLLM is installed and a GPU is present, else hf")
@@ -108,30 +120,48 @@ class LossSection(StrictModel):
     dual_clip: float | None = Field(3.0, gt=1.0, description="dual-clip constant (None: off)")
 
 
-class TrainSection(StrictModel):
+class OptimSection(StrictModel):
+    """The optimisation keys SFT and RL share, in TRL's words (each subclass sets its own defaults)."""
+
+    epochs: float = Field(1.0, gt=0.0, description="passes over the training data (ignored with max_steps)")
+    max_steps: int | None = Field(None, ge=1, description="optimiser steps; overrides epochs (null: from epochs)")
+    learning_rate: float = Field(1e-6, gt=0.0)
+    lr_scheduler_type: str = Field("constant", description="transformers scheduler (constant, cosine, linear, …)")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of the steps with linear warm-up")
+    weight_decay: float = Field(0.01, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: int = 0
+    save_steps: int = Field(1, ge=1, description="checkpoint (for --resume) every N optimiser steps")
+    save_total_limit: int | None = Field(2, ge=1, description="rolling checkpoints kept (null: all)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "
+                                         "less memory, ~20-30% slower")
+    bf16: bool | None = Field(False, description="bf16 mixed precision (null: on where a GPU supports it)")
+    use_cpu: bool | None = Field(None, description="true: CPU; false: the GPU (an error without one); "
+                                 "null: the GPU when there is one")
+
+
+def use_cuda(use_cpu: bool | None) -> bool:
+    """Whether to train on the GPU for ``train.use_cpu``; false without a GPU is an error."""
+    import torch
+
+    if use_cpu is False and not torch.cuda.is_available():
+        raise ConfigError("train.use_cpu: false asks for the GPU, but torch sees none")
+    return use_cpu is not True and torch.cuda.is_available()
+
+
+class TrainSection(OptimSection):
     tasks_per_step: int = Field(8, ge=1, description="tasks whose rollouts make one rollout batch")
     rollouts_per_task: int = Field(4, ge=1, description="GRPO group size n")
     mini_batch_tasks: int | None = Field(None, ge=1, description="tasks per optimiser step (None: all; "
                                          "fewer makes several updates per rollout batch, one epoch)")
     micro_batch_size: int = Field(4, ge=1, description="episodes per forward/backward pass")
-    epochs: float = Field(1.0, gt=0.0, description="passes over the training tasks (ignored with max_steps)")
-    max_steps: int | None = Field(None, ge=1, description="optimiser steps; overrides epochs")
-    lr: float = Field(1e-6, gt=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    lr_scheduler: str = Field("constant", description="transformers scheduler name")
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    seed: int = 0
+    save_total_limit: int = Field(2, ge=1, description="rolling checkpoints kept (the best is kept apart)")
     val_every: int = Field(10, ge=0, description="validate every N optimiser steps (0: only at the end)")
     val_at_start: bool = Field(True, description="validate the starting policy before step 1")
     val_at_end: bool = Field(True, description="validate the final policy")
-    save_every: int = Field(1, ge=1, description="checkpoint every N optimiser steps (resume granularity)")
-    keep_checkpoints: int = Field(2, ge=1, description="rolling checkpoints kept (the best is kept apart)")
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     log_completions: bool = False
-    use_cpu: bool | None = Field(None, description="force CPU (None: CPU when no GPU is present)")
     bf16: bool = False
-    gradient_checkpointing: bool = False
     deepspeed: str | None = Field(None, description="a DeepSpeed JSON config (multi-GPU runs via accelerate)")
 
 
@@ -141,7 +171,7 @@ class TrainConfig(StrictModel):
     name: str = Field("bao", description="run name (logs, report)")
     output_dir: str = Field("runs/bao", description="the run directory")
     engine: Literal["trl", "verl"] = Field("trl", description="trl: this node (TRL GRPOTrainer); verl: Ray")
-    model: ModelSection = Field(default_factory=ModelSection)
+    model: RLModelSection = Field(default_factory=RLModelSection)
     data: DataSection = Field(default_factory=DataSection)
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     bao: BAOSection = Field(default_factory=BAOSection)

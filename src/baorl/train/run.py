@@ -23,7 +23,7 @@ from rich.console import Console
 
 from baorl.config import load_config, save_config
 from baorl.train.callbacks import MetricsFile, RichProgress, Validation, save_policy
-from baorl.train.config import TrainConfig
+from baorl.train.config import TrainConfig, use_cuda
 
 __all__ = ["run_train", "validation_metrics", "resolve_run", "complete_checkpoint"]
 
@@ -119,8 +119,6 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
 
 
 def _run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
-    import torch
-
     from baorl.models import load_model
     from baorl.rollout.engine import RolloutEngine
     from baorl.train.tasks import make_user_for, total_steps, training_tasks, validation_tasks
@@ -138,7 +136,7 @@ def _run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]
 
     tasks, val_tasks = training_tasks(cfg), validation_tasks(cfg)
     user = make_user_for(cfg)
-    device = "cuda" if torch.cuda.is_available() and cfg.train.use_cpu is not True else "cpu"
+    device = "cuda" if use_cuda(cfg.train.use_cpu) else "cpu"
     model, tokenizer = load_model(cfg.model.path, dtype=cfg.model.dtype, device=device)
     steps = total_steps(cfg, len(tasks))
     resume_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None

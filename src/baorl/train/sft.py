@@ -23,6 +23,8 @@ Decided here:
   format the agents do not use;
 - the tool schemas go to TRL as one JSON string per row (TRL reads that form), which keeps them
   byte-exact through Arrow; ``meta`` is not needed for training and is dropped;
+- the config shares the RL config's vocabulary and sections (`baorl.train.config.ModelSection`,
+  with ``model.lora``, and `baorl.train.config.OptimSection`: TRL's key names);
 - mixed precision is bf16 on a GPU that supports it and off otherwise (``train.bf16: null``);
   weights are trained in ``model.dtype`` (in float32, AdamW's small updates are not rounded away
   as they are in bfloat16 weights);
@@ -46,10 +48,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from baorl.config import ConfigError, StrictModel, save_config
-from baorl.train.config import LoraSection
+from baorl.train.config import LoraSection, ModelSection, OptimSection, use_cuda
 
 __all__ = [
-    "ModelSection", "DataSection", "LoraSection", "TrainSection", "SFTRunConfig",
+    "SFTModelSection", "DataSection", "LoraSection", "TrainSection", "SFTRunConfig",
     "to_example", "build_dataset", "training_template", "build_trainer", "run_sft",
 ]
 
@@ -57,15 +59,9 @@ log = logging.getLogger(__name__)
 
 
 # ---- configuration --------------------------------------------------------------------------------
-class ModelSection(StrictModel):
-    """The model to fine-tune and how to render its conversations."""
+class SFTModelSection(ModelSection):
+    """The model to fine-tune (`ModelSection`: path, dtype, chat template, LoRA) and how to save it."""
 
-    path: str = Field("embedded", description="'embedded' (SmolLM2-135M-Instruct), a checkpoint directory, "
-                                              "or a hub id already in the local cache")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="dtype the weights are loaded and trained in (mixed precision: train.bf16)")
-    chat_template: str = Field("auto", description="auto, native, chatml-tools or qwen3: the template the "
-                                                   "rollout engine will play the policy with")
     save_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="dtype of the saved final model (null: as trained)")
 
@@ -83,36 +79,29 @@ class DataSection(StrictModel):
         return [v] if isinstance(v, str) else v
 
 
-class TrainSection(StrictModel):
-    """Optimisation (passed to `trl.SFTConfig`)."""
+class TrainSection(OptimSection):
+    """Optimisation (`OptimSection`'s keys, SFT's defaults; passed to `trl.SFTConfig`)."""
 
     learning_rate: float = Field(1e-5, gt=0)
-    epochs: float = Field(3.0, gt=0, description="passes over the data (ignored when max_steps > 0)")
-    max_steps: int = Field(-1, description="optimizer steps to run; -1: from epochs")
-    batch_size: int = Field(1, ge=1, description="conversations per device per forward pass")
-    grad_accum: int = Field(1, ge=1, description="forward passes per optimizer step")
-    scheduler: str = Field("cosine", description="transformers lr_scheduler_type (cosine, linear, constant, …)")
-    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of steps with linear warm-up")
+    epochs: float = Field(3.0, gt=0, description="passes over the data (ignored with max_steps)")
+    per_device_train_batch_size: int = Field(1, ge=1, description="conversations per device per forward pass")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="forward passes per optimizer step")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler (cosine, linear, constant, …)")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of the steps with linear warm-up")
     weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 0
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1, description="checkpoint (for --resume) every this many steps")
     save_total_limit: int | None = Field(1, ge=1, description="checkpoints kept (null: all)")
     eval_steps: int | None = Field(None, ge=1, description="evaluate every this many steps (null: each epoch)")
-    activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "
-                                           "less memory, ~20-30% slower")
     bf16: bool | None = Field(None, description="bf16 mixed precision; null: on where a GPU supports it")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
     optim: str = Field("adamw_torch", description="transformers optimizer name")
 
 
 class SFTRunConfig(StrictModel):
     """`baorl sft CONFIG`: the supervised warm start."""
 
-    model: ModelSection = Field(default_factory=ModelSection)
+    model: SFTModelSection = Field(default_factory=SFTModelSection)
     data: DataSection
-    lora: LoraSection = Field(default_factory=LoraSection)
     train: TrainSection = Field(default_factory=TrainSection)
     output_dir: str = Field("runs/sft", description="where config, metrics, checkpoints and model/ go")
 
@@ -202,14 +191,6 @@ def _metrics_callback(path: Path) -> Any:
     return _Metrics()
 
 
-def _use_cuda(device: str) -> bool:
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: 'cuda' was asked for but torch sees no GPU")
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
-
-
 def _sft_args(cfg: SFTRunConfig, out: Path, *, cuda: bool, has_eval: bool) -> Any:
     import torch
     from trl import SFTConfig
@@ -220,17 +201,18 @@ def _sft_args(cfg: SFTRunConfig, out: Path, *, cuda: bool, has_eval: bool) -> An
     if has_eval:
         eval_kw = ({"eval_strategy": "steps", "eval_steps": t.eval_steps} if t.eval_steps
                    else {"eval_strategy": "epoch"})
-        eval_kw["per_device_eval_batch_size"] = t.batch_size
+        eval_kw["per_device_eval_batch_size"] = t.per_device_train_batch_size
     return SFTConfig(
         output_dir=str(out / "checkpoints"),
         # data: conversations rendered by the engine's template, loss on assistant tokens only
         assistant_only_loss=True, max_length=cfg.data.max_length, packing=False, dataset_num_proc=None,
         # optimisation
-        learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-        lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        learning_rate=t.learning_rate, num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, optim=t.optim, seed=t.seed, data_seed=t.seed,
-        activation_checkpointing=t.activation_checkpointing, bf16=bf16, fp16=False, use_cpu=not cuda,
+        activation_checkpointing=t.gradient_checkpointing, bf16=bf16, fp16=False, use_cpu=not cuda,
         # bookkeeping
         logging_steps=t.logging_steps, logging_first_step=True, save_strategy="steps", save_steps=t.save_steps,
         save_total_limit=t.save_total_limit, report_to="none", **eval_kw,
@@ -264,12 +246,12 @@ def build_trainer(cfg: SFTRunConfig, *, metrics: Path | None = None) -> Any:
 
     from baorl.models import load_model
 
-    cuda = _use_cuda(cfg.train.device)
+    cuda = use_cuda(cfg.train.use_cpu)
     train_ds = build_dataset(cfg.data.train)
     eval_ds = build_dataset(cfg.data.eval) if cfg.data.eval else None
     model, tok = load_model(cfg.model.path, dtype=cfg.model.dtype)
     tok.chat_template = training_template(tok, cfg.model.chat_template)
-    peft_config = cfg.lora.peft_config()
+    peft_config = cfg.model.lora.peft_config()
     trainer = SFTTrainer(
         model=model, args=_sft_args(cfg, Path(cfg.output_dir), cuda=cuda, has_eval=eval_ds is not None),
         train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tok, peft_config=peft_config,
@@ -316,7 +298,7 @@ def _save_final(trainer: Any, tok: Any, cfg: SFTRunConfig, target: Path) -> Path
     import torch
 
     model = trainer.model
-    if cfg.lora.enabled:
+    if cfg.model.lora.enabled:
         model = model.merge_and_unload()
     if cfg.model.save_dtype:
         model = model.to(getattr(torch, cfg.model.save_dtype))

@@ -37,8 +37,9 @@ from baorl.bao import ppo_loss
 from baorl.gyms import Task, gym_class
 from baorl.records import write_episodes
 from baorl.rollout.engine import EngineConfig, RolloutEngine
+from baorl.rollout.episode import EpisodeLimits
 from baorl.train.callbacks import keep_steps
-from baorl.train.config import TrainConfig
+from baorl.train.config import TrainConfig, use_cuda
 from baorl.train.episodes import ScoredEpisode, advantage_rows, batch_advantages, score_episode
 
 __all__ = ["BAOTrainer", "EpochRepeatSampler", "NonFiniteLossError", "grpo_args", "engine_config", "vllm_args"]
@@ -56,12 +57,12 @@ def bao_score(prompts: list, completions: list, bao_score: list[float], **_: Any
 def engine_config(cfg: TrainConfig, *, greedy: bool = False) -> EngineConfig:
     """The rollout engine's settings for training (sampled) or validation (greedy) episodes."""
     r = cfg.rollout
+    limits = r.model_dump(include=set(EpisodeLimits.model_fields))
     return EngineConfig(
-        max_turns=r.max_turns, max_prompt_tokens=r.max_prompt_tokens, max_response_tokens=r.max_response_tokens,
-        max_new_tokens_per_turn=r.max_new_tokens_per_turn or r.max_response_tokens, temperature=0.0 if greedy else r.temperature,
-        top_p=1.0 if greedy else r.top_p, trailing_generation=r.trailing_generation and not greedy,
+        **{**limits, "trailing_generation": r.trailing_generation and not greedy},
+        temperature=0.0 if greedy else r.temperature, top_p=1.0 if greedy else r.top_p,
         batch_size=r.batch_size, max_kv_gib=r.max_kv_gib, chat_template=cfg.model.chat_template,
-        template_kwargs=cfg.model.template_kwargs, reward_in_obs=r.reward_in_obs, seed=cfg.train.seed,
+        template_kwargs=cfg.model.template_kwargs, seed=cfg.train.seed,
     )
 
 
@@ -80,7 +81,7 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, *, max_steps: int) -> GRPOConfig:
     if rows_per_update % per_pass or cfg.rows_per_step % per_pass:
         raise ValueError(f"train.micro_batch_size x {world} processes = {per_pass} must divide the episodes per "
                          f"optimiser step ({rows_per_update}) and per rollout batch ({cfg.rows_per_step})")
-    use_cpu = (not torch.cuda.is_available()) if t.use_cpu is None else t.use_cpu
+    use_cpu = not use_cuda(t.use_cpu)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 reads it from here
     return GRPOConfig(
         output_dir=str(run_dir),
@@ -97,9 +98,9 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, *, max_steps: int) -> GRPOConfig:
         epsilon_high=cfg.loss.clip_high,
         loss_type="dapo",  # only its token normalisation is mirrored; the loss itself is baorl.bao.ppo_loss
         mask_truncated_completions=False,
-        learning_rate=t.lr,
+        learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
-        lr_scheduler_type=t.lr_scheduler,
+        lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio,
         max_grad_norm=t.max_grad_norm,
         max_steps=max_steps,
@@ -107,8 +108,8 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, *, max_steps: int) -> GRPOConfig:
         data_seed=t.seed,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=t.save_every,
-        save_total_limit=t.keep_checkpoints,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
         report_to=list(t.report_to),
         disable_tqdm=True,
         use_cpu=use_cpu,
