@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["StrictModel", "ConfigError", "RENAMED", "parse_overrides", "build_config", "load_config", "save_config"]
+__all__ = ["StrictModel", "ConfigError", "check_positive_int", "RENAMED", "parse_overrides", "build_config", "load_config", "save_config"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,6 +55,25 @@ class StrictModel(BaseModel):
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key (``section.key: why``)."""
+
+
+def check_positive_int(value: Any, name: str, *, optional: str = "") -> int | None:
+    """`value` as an int if it is an integer >= 1 (or None when `optional` says what None means),
+    else a ValueError naming `name`: the one check of counts and caps given to library calls.
+
+    >>> check_positive_int(3, "concurrency"), check_positive_int(None, "cap", optional="no cap")
+    (3, None)
+    >>> check_positive_int(0, "concurrency")
+    Traceback (most recent call last):
+    ...
+    ValueError: concurrency must be an integer >= 1, got 0
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        note = f" (or None: {optional})" if optional else ""
+        raise ValueError(f"{name} must be an integer >= 1{note}, got {value!r}")
+    return int(value)
 
 
 #: old config key -> what to write instead (a config or ``--set`` using the old key is refused with this)

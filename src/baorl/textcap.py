@@ -12,6 +12,8 @@ original length, so a reader sees that (and how much) text was cut.
 
 from __future__ import annotations
 
+from baorl.config import check_positive_int
+
 __all__ = ["MAX_TURN_CHARS", "MAX_REPORT_CHARS", "clip_text", "check_limit"]
 
 #: most characters kept per text field of a turn (content, think, feedback) in the records of text-level
@@ -23,9 +25,7 @@ MAX_REPORT_CHARS = 10_000
 
 def check_limit(limit: int | None, name: str) -> int | None:
     """`limit` if it is None or an integer >= 1, else a ValueError naming `name`."""
-    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
-        raise ValueError(f"{name} must be an integer >= 1 (or None: no cap), got {limit!r}")
-    return None if limit is None else int(limit)
+    return check_positive_int(limit, name, optional="no cap")
 
 
 def clip_text(text: str, limit: int | None) -> str:

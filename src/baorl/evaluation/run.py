@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baorl.config import check_positive_int
 from baorl.evaluation.metrics import N_BOOT, score_episodes
 from baorl.records import Episode, RecordFileError, atomic_write, read_episodes, read_jsonl
 from baorl.textcap import MAX_REPORT_CHARS, MAX_TURN_CHARS, check_limit
@@ -281,10 +282,9 @@ def evaluate(
         raise ValueError("seeds: give at least one seed")
     if data is not None and len(gyms) > 1:
         raise ValueError("--data names one gym's task file; evaluate one gym at a time with --data")
-    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
-        raise ValueError(f"the task limit (--n) must be an integer >= 1, got {limit!r}")
-    if isinstance(concurrency, bool) or int(concurrency) != concurrency or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if limit is not None:
+        check_positive_int(limit, "the task limit (--n)")
+    check_positive_int(concurrency, "concurrency")
     check_limit(max_turn_chars, "max_turn_chars")
     check_limit(max_report_chars, "max_report_chars")
     _check_agent(agent, agent_options)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from baorl.agents.base import Agent
+from baorl.config import check_positive_int
 from baorl.gyms.base import Gym
 from baorl.gyms.parser import parse_action
 from baorl.records import Episode, Turn
@@ -85,8 +86,7 @@ async def aplay_many(
 
     `max_text_chars`: see `aplay_episode`.
     """
-    if isinstance(concurrency, bool) or int(concurrency) != concurrency or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    check_positive_int(concurrency, "concurrency")
     cap = check_limit(max_text_chars, "max_text_chars")
     sem = asyncio.Semaphore(int(concurrency))
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from baorl.config import check_positive_int
 from baorl.gyms import gym_class, load_tasks
 from baorl.records import Episode, atomic_write, read_episode_lines, write_episodes, write_jsonl
 from baorl.textcap import MAX_TURN_CHARS, check_limit
@@ -157,10 +158,9 @@ def run_rollout(
     Raises:
         ValueError: `limit` or `concurrency` below 1, an empty task source, a bad agent spec.
     """
-    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
-        raise ValueError(f"the task limit (--n) must be an integer >= 1, got {limit!r}")
-    if isinstance(concurrency, bool) or int(concurrency) != concurrency or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if limit is not None:
+        check_positive_int(limit, "the task limit (--n)")
+    check_positive_int(concurrency, "concurrency")
     check_limit(max_turn_chars, "max_turn_chars")
     cls = gym_class(gym)
     tasks = load_tasks(gym, data, split)[:limit]

@@ -78,25 +78,28 @@ def complete_checkpoint(run_dir: Path) -> str | None:
     """The newest whole checkpoint of a run: a ``checkpoint-N`` whose trainer state (written last by
     transformers), weights and optimiser state are all there. A checkpoint half-written when the run
     was killed is passed over, so the run resumes from the one before it."""
-    found = []
-    for d in run_dir.glob("checkpoint-*"):
-        step = d.name.split("-")[-1]
-        weights = any((d / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
-                                                  "adapter_model.safetensors", "pytorch_model.bin"))
-        if step.isdigit() and weights and (d / "trainer_state.json").is_file() and (d / "optimizer.pt").is_file():
-            try:
-                json.loads((d / "trainer_state.json").read_text())
-            except (OSError, ValueError):
-                continue
-            found.append((int(step), d))
-    if not found:
-        return None
-    skipped = sorted(int(d.name.split("-")[-1]) for d in run_dir.glob("checkpoint-*")
-                     if d.name.split("-")[-1].isdigit() and int(d.name.split("-")[-1]) > max(found)[0])
-    if skipped:
-        console.print(f"[yellow]checkpoint-{skipped[-1]} is incomplete (killed while it was written); "
-                      f"resuming from {max(found)[1].name}[/]")
-    return str(max(found)[1])
+    steps = sorted((int(d.name.split("-")[-1]), d) for d in run_dir.glob("checkpoint-*")
+                   if d.name.split("-")[-1].isdigit())
+    for step, d in reversed(steps):
+        if _is_whole(d):
+            if step < steps[-1][0]:
+                console.print(f"[yellow]checkpoint-{steps[-1][0]} is incomplete (killed while it was written); "
+                              f"resuming from {d.name}[/]")
+            return str(d)
+    return None
+
+
+def _is_whole(d: Path) -> bool:
+    """A checkpoint with its weights, optimiser state and a readable trainer state."""
+    weights = any((d / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json",
+                                              "adapter_model.safetensors", "pytorch_model.bin"))
+    if not (weights and (d / "optimizer.pt").is_file()):
+        return False
+    try:
+        json.loads((d / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
@@ -110,8 +113,7 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
     try:
         return _run_train(cfg, resume=resume)
     except Exception:
-        if created and run_dir.is_dir() and complete_checkpoint(run_dir) is None and not any(
-                run_dir.glob("checkpoint-*")):
+        if created and run_dir.is_dir() and not any(run_dir.glob("checkpoint-*")):
             import shutil
 
             shutil.rmtree(run_dir, ignore_errors=True)
