@@ -125,7 +125,7 @@ def main() -> None:
 
     replay = {"prompt_ids": [t.prompt_ids for t in trajs], "completion_ids": [t.response_ids for t in trajs],
               "logprobs": [t.logprobs for t in trajs], "env_mask": [t.response_mask for t in trajs],
-              "bao_score": [0.0] * len(trajs)}
+              "bao_episode": scored}
     tokens_per_step = sum(len(t.prompt_ids) + len(t.response_ids) for t in trajs)
 
     class ReplayEngine:

@@ -146,8 +146,9 @@ def test_advantages_in_trls_batch_are_baos(tiny_dir: Path, tmp_path: Path) -> No
     cfg = make_cfg(tiny_dir, tmp_path / "run")
     trainer, tasks = build_trainer(cfg)
     prompts = [t.id for t in tasks for _ in range(8)]
-    out = trainer._generate_and_score_completions([{"prompt": p} for p in prompts])
-    eps = trainer._scored
+    inputs = [{"prompt": p} for p in prompts]
+    out = trainer._generate_and_score_completions(inputs)
+    eps = [row["bao_episode"] for row in inputs]  # each scored episode travels with its batch row
     assert len(eps) == 8
     scores = []
     for e in eps:
@@ -336,3 +337,23 @@ def test_rollout_backend_auto_picks_vllm_only_with_vllm_and_a_gpu(monkeypatch) -
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_backend("auto") == "vllm" and resolve_backend("vllm") == "vllm"
     assert resolve_backend("auto", use_cpu=True) == "hf"  # train.use_cpu forces the CPU engine
+
+
+def test_trl_methods_baorl_overrides_still_exist_with_the_arguments_used() -> None:
+    """BAOTrainer overrides TRL 1.16.0's private methods; a TRL that renames them must fail here, not
+    silently run TRL's own versions (plain GRPO advantages and loss)."""
+    import inspect
+
+    from trl import GRPOTrainer
+
+    from baorl.train.trainer import BAOTrainer
+
+    expected = {"_generate_and_score_completions": ["self", "inputs"],
+                "_compute_loss": ["self", "model", "inputs"],
+                "_get_train_sampler": ["self", "dataset"],
+                "train": ["self", "resume_from_checkpoint"]}
+    for name, params in expected.items():
+        assert name in vars(BAOTrainer), name  # baorl overrides it
+        base = getattr(GRPOTrainer, name)  # and TRL still has it, with these leading arguments
+        assert list(inspect.signature(base).parameters)[: len(params)] == params, name
+    assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters

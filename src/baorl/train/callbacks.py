@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 
 from baorl.records import append_jsonl, atomic_write, read_jsonl, write_episodes, write_jsonl
 
-__all__ = ["MetricsFile", "RichProgress", "Validation", "keep_steps", "save_policy"]
+__all__ = ["MetricsFile", "RichProgress", "Validation", "keep_steps", "save_policy", "validation_metrics"]
 
 
 def keep_steps(path: Path, keep: Callable[[int], bool]) -> None:
@@ -62,6 +62,21 @@ def save_policy(model: Any, tokenizer: Any, path: Path) -> None:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
+
+
+def validation_metrics(episodes: list[Any]) -> dict[str, float]:
+    """Greedy validation summary: score, success, user rate, Pass@U-1..3, answers per episode."""
+    from baorl.evaluation.metrics import score_episodes
+
+    m = score_episodes(episodes, n_boot=0)
+    gym = next(iter(m["gyms"].values()))
+    out = {"n": gym["n"], "score": gym["score"], "user_rate": gym["user_rate"], "hypervolume": gym["hypervolume"],
+           "success": sum(e.success for e in episodes) / max(len(episodes), 1),
+           "user_actions": sum(e.user_actions for e in episodes) / max(len(episodes), 1)}
+    for k in ("1", "2", "3"):
+        if k in gym["pass_at_u"]:
+            out[f"pass_at_u_{k}"] = gym["pass_at_u"][k]
+    return out
 
 
 class MetricsFile(TrainerCallback):
@@ -132,10 +147,12 @@ class Validation(TrainerCallback):
     Args:
         run_validation: ``step -> (episodes, metrics)``: plays the validation tasks greedily.
         save_best: ``path -> None``: saves the current policy there.
+        log: ``metrics -> None``: logs the ``val/*`` metrics (the trainer's ``log``); None: not logged.
     """
 
-    def __init__(self, run_dir: Path, run_validation: Any, save_best: Any, *, every: int, at_start: bool,
-                 at_end: bool = True) -> None:
+    def __init__(self, run_dir: Path, run_validation: Callable[[int], tuple[list[Any], dict[str, float]]],
+                 save_best: Callable[[Path], None], *, every: int, at_start: bool, at_end: bool = True,
+                 log: Callable[[dict[str, float]], None] | None = None) -> None:
         self.dir = Path(run_dir) / "val"
         self.best_path = Path(run_dir) / "best"
         self.run_validation = run_validation
@@ -143,7 +160,7 @@ class Validation(TrainerCallback):
         self.every = every
         self.at_start = at_start
         self.at_end = at_end
-        self.trainer: Any = None
+        self.log = log
         best_file = self.dir / "best.json"
         self.best = json.loads(best_file.read_text()) if best_file.exists() else None
 
@@ -166,8 +183,8 @@ class Validation(TrainerCallback):
             self.best = {"step": step, "score": metrics["score"]}
             atomic_write(self.dir / "best.json", json.dumps(self.best))
         logs = {f"val/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-        if self.trainer is not None:
-            self.trainer.log(logs)
+        if self.log is not None:
+            self.log(logs)
         return metrics
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:

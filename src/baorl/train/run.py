@@ -22,10 +22,10 @@ from typing import Any
 from rich.console import Console
 
 from baorl.config import load_config, save_config
-from baorl.train.callbacks import MetricsFile, RichProgress, Validation, save_policy
+from baorl.train.callbacks import MetricsFile, RichProgress
 from baorl.train.config import TrainConfig, use_cuda
 
-__all__ = ["run_train", "validation_metrics", "resolve_run", "complete_checkpoint"]
+__all__ = ["run_train", "resolve_run", "complete_checkpoint"]
 
 console = Console(stderr=True)
 
@@ -41,21 +41,6 @@ def resolve_run(config: str | None, overrides: list[str], resume: str | None) ->
     if config is None:
         raise ValueError("give a config file (e.g. configs/bao-embedded.yaml) or --resume RUN_DIR")
     return load_config(TrainConfig, config, overrides), None
-
-
-def validation_metrics(episodes: list[Any]) -> dict[str, float]:
-    """Greedy validation summary: score, success, user rate, Pass@U-1..3, answers per episode."""
-    from baorl.evaluation.metrics import score_episodes
-
-    m = score_episodes(episodes, n_boot=0)
-    gym = next(iter(m["gyms"].values()))
-    out = {"n": gym["n"], "score": gym["score"], "user_rate": gym["user_rate"], "hypervolume": gym["hypervolume"],
-           "success": sum(e.success for e in episodes) / max(len(episodes), 1),
-           "user_actions": sum(e.user_actions for e in episodes) / max(len(episodes), 1)}
-    for k in ("1", "2", "3"):
-        if k in gym["pass_at_u"]:
-            out[f"pass_at_u_{k}"] = gym["pass_at_u"][k]
-    return out
 
 
 def resolve_backend(backend: str, use_cpu: bool | None = None) -> str:
@@ -122,9 +107,8 @@ def run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
 
 def _run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]:
     from baorl.models import load_model
-    from baorl.rollout.engine import RolloutEngine
     from baorl.train.tasks import make_user_for, total_steps, training_tasks, validation_tasks
-    from baorl.train.trainer import BAOTrainer, engine_config
+    from baorl.train.trainer import BAOTrainer
 
     if cfg.engine != "trl":
         raise ValueError(f"engine {cfg.engine!r}: use `baorl train --engine verl` (see the README, scale-out)")
@@ -142,29 +126,9 @@ def _run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]
     model, tokenizer = load_model(cfg.model.path, dtype=cfg.model.dtype, device=device)
     steps = total_steps(cfg, len(tasks))
     resume_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
-    trainer_ref: dict[str, Any] = {}
-
-    def run_validation(step: int) -> tuple[list[Any], dict[str, float]]:
-        tr = trainer_ref["trainer"]
-        if "val_engine" not in trainer_ref:  # built once: construction scans the whole vocabulary
-            trainer_ref["val_engine"] = RolloutEngine(tr.policy_model(), tokenizer, engine_config(cfg, greedy=True))
-        engine = trainer_ref["val_engine"]
-        engine.name = f"hf:{cfg.model.path}@step{step}"
-        trajs = engine.run([tr.gym_cls(t, user=user) for t in val_tasks])
-        episodes = [t.episode for t in trajs]
-        return episodes, validation_metrics(episodes)
-
-    def save_best(path: Path) -> None:
-        tr = trainer_ref["trainer"]
-        save_policy(tr.accelerator.unwrap_model(tr.model), tokenizer, path)
-
-    validation = Validation(run_dir, run_validation, save_best, every=cfg.train.val_every,
-                            at_start=cfg.train.val_at_start, at_end=cfg.train.val_at_end)
-    callbacks = [MetricsFile(run_dir / "metrics.jsonl", resume_step=resume_step), validation, RichProgress(console)]
-    trainer = BAOTrainer(cfg, model, tokenizer, tasks, run_dir, max_steps=steps, user=user, callbacks=callbacks,
-                         peft_config=cfg.model.lora.peft_config())
-    trainer_ref["trainer"] = trainer
-    validation.trainer = trainer
+    callbacks = [MetricsFile(run_dir / "metrics.jsonl", resume_step=resume_step), RichProgress(console)]
+    trainer = BAOTrainer(cfg, model, tokenizer, tasks, run_dir, max_steps=steps, user=user, val_tasks=val_tasks,
+                         callbacks=callbacks, peft_config=cfg.model.lora.peft_config())
     console.print(f"[bold]{cfg.name}[/]: {cfg.data.gym} · {len(tasks)} training tasks, {len(val_tasks)} validation "
                   f"· {steps} optimiser steps of {cfg.rows_per_step // cfg.updates_per_rollout} episodes "
                   f"({cfg.train.tasks_per_step} tasks x {cfg.train.rollouts_per_task} per rollout batch) · "
@@ -172,10 +136,11 @@ def _run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]
                   + (f" · resuming from {checkpoint}" if checkpoint else ""), highlight=False)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
-    save_policy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run_dir / "final")
-    best_path = str(run_dir / "best") if validation.best is not None else None
+    trainer.save_policy_at(run_dir / "final")
+    best = trainer.validation.best
+    best_path = str(run_dir / "best") if best is not None else None
     summary = {"name": cfg.name, "steps": trainer.state.global_step, "wall_s": round(time.time() - t0, 1),
-               "best": validation.best, "final": str(run_dir / "final"), "best_path": best_path,
+               "best": best, "final": str(run_dir / "final"), "best_path": best_path,
                "policy": best_path or str(run_dir / "final")}  # the one to evaluate
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

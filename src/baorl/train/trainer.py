@@ -1,23 +1,29 @@
 """BAO on TRL: a `GRPOTrainer` whose rollouts are whole multi-turn episodes and whose advantages are BAO's.
 
 TRL owns the loop: data sampling and GRPO grouping, batching and gradient accumulation, the
-optimiser and scheduler, accelerate/DeepSpeed, PEFT, logging, checkpoints and resume. baorl
-plugs in at three points:
+optimiser and scheduler, accelerate/DeepSpeed, PEFT, logging, checkpoints and resume. The trainer
+owns its validation (a `Validation` callback it builds itself) and the best checkpoint.
 
-1. ``rollout_func``: each prompt names a task; baorl's rollout engine plays the episodes (all of
-   them batched, token-exact) and hands TRL the prompt ids, the response ids (policy tokens and
-   the observations between turns), the sampled log-probs and an ``env_mask`` that is 1 exactly
-   on the policy's tokens.
-2. `BAOTrainer._generate_and_score_completions`: after TRL has padded the batch, the advantages
-   are replaced by BAO's per-token advantages (`baorl.train.episodes`, i.e. `baorl.bao`):
-   shaped turn rewards, trajectory score, group normalisation, turn credits spread over each
-   turn's tokens. TRL supports ``(B, T)`` advantages in its loss path.
-3. `BAOTrainer._compute_loss`: TRL's loss types have no dual clip, so the loss is
-   `baorl.bao.ppo_loss` (PPO clip + dual clip, token mean) on TRL's own per-token log-probs,
-   normalised over the tokens of the whole accumulation window as TRL's ``dapo`` does.
+One rollout batch, in order (all of it below, in this file):
 
-Everything else is TRL's. Validation, the best checkpoint, metrics files and the progress bar are
-callbacks (`baorl.train.callbacks`).
+1. ``_rollout`` (TRL's ``rollout_func``): each prompt names a task; the rollout engine plays the
+   episodes (batched, token-exact), `score_episode` scores each one (shaped turn rewards, turn
+   credits, trajectory score), and TRL gets the prompt ids, the response ids (policy tokens and
+   the observations between turns), the sampled log-probs, an ``env_mask`` that is 1 exactly on
+   the policy's tokens, and the scored episode itself as the extra column ``bao_episode``.
+2. TRL pads the batch; its reward function `bao_score` reads each row's trajectory score (the
+   run's logged ``reward``; None for a simulator error, so TRL leaves it out too).
+3. ``_generate_and_score_completions``: TRL's group-normalised scalar advantage is replaced by
+   BAO's per-token advantages: `batch_advantages` (group normalisation over the gathered batch,
+   simulator errors excluded) and `advantage_rows` (turn credits over each turn's tokens).
+4. ``_compute_loss``: TRL's loss types have no dual clip, so the loss is `baorl.bao.ppo_loss`
+   (PPO clip + dual clip, token mean) on TRL's per-token log-probs, normalised over the tokens of
+   the accumulation window as TRL's ``dapo`` does.
+
+TRL 1.16.0 methods overridden (``trl==1.16.0`` is pinned for them; `tests/test_train.py` checks
+they still exist with the arguments used): ``_generate_and_score_completions`` (3),
+``_compute_loss`` (4), ``_get_train_sampler`` (an epoch-exact sampler on resume) and the public
+``train`` (drops the rollout records of steps after the resumed checkpoint). Everything else is TRL's.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from baorl.gyms import Task, gym_class
 from baorl.records import write_episodes
 from baorl.rollout.engine import EngineConfig, RolloutEngine
 from baorl.rollout.episode import EpisodeLimits
-from baorl.train.callbacks import keep_steps
+from baorl.train.callbacks import Validation, keep_steps, save_policy, validation_metrics
 from baorl.train.config import TrainConfig, use_cuda
 from baorl.train.episodes import ScoredEpisode, advantage_rows, batch_advantages, score_episode
 
@@ -49,9 +55,10 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stops before the update, keeping the last checkpoint."""
 
 
-def bao_score(prompts: list, completions: list, bao_score: list[float], **_: Any) -> list[float]:
-    """TRL reward function: the BAO trajectory score the rollout computed (logged as the run's reward)."""
-    return [float(s) for s in bao_score]
+def bao_score(prompts: list, completions: list, bao_episode: list[ScoredEpisode], **_: Any) -> list[float | None]:
+    """TRL reward function: the BAO trajectory score the rollout computed (logged as the run's reward);
+    None for an episode not trained on (a simulator error), which TRL then leaves out of its statistics."""
+    return [float(e.score) if e.trained else None for e in bao_episode]
 
 
 def engine_config(cfg: TrainConfig, *, greedy: bool = False) -> EngineConfig:
@@ -175,12 +182,15 @@ class BAOTrainer(GRPOTrainer):
         run_dir: the run directory (checkpoints, records, metrics).
         max_steps: optimiser steps to run.
         user: the user simulator shared by the gyms (None where the gym needs none).
+        val_tasks: the validation tasks, played greedily by the trainer's `Validation` callback
+            (``train.val_every``, ``val_at_start``, ``val_at_end``); none: no validation.
         callbacks: extra `transformers.TrainerCallback` objects.
         peft_config: a peft config to train adapters instead of all weights.
     """
 
     def __init__(self, cfg: TrainConfig, model: Any, tokenizer: Any, tasks: Sequence[Task], run_dir: Path, *,
-                 max_steps: int, user: Any = None, callbacks: list | None = None, peft_config: Any = None) -> None:
+                 max_steps: int, user: Any = None, val_tasks: Sequence[Task] = (), callbacks: list | None = None,
+                 peft_config: Any = None) -> None:
         from datasets import Dataset
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -188,9 +198,14 @@ class BAOTrainer(GRPOTrainer):
         self.run_dir = Path(run_dir)
         self.gym_cls = gym_class(cfg.data.gym)
         self.tasks = {t.id: t for t in tasks}
+        self.val_tasks = list(val_tasks)
         self.user = user
         self._engine: RolloutEngine | None = None
-        self._scored: list[ScoredEpisode] = []
+        self._val_engine: RolloutEngine | None = None
+        t = cfg.train
+        self.validation = Validation(self.run_dir, self.validate, self.save_policy_at, log=self.log,
+                                     every=t.val_every, at_start=t.val_at_start, at_end=t.val_at_end)
+        callbacks = [self.validation, *(callbacks or [])] if self.val_tasks else list(callbacks or [])
         dataset = Dataset.from_dict({"prompt": [t.id for t in tasks]})
         super().__init__(
             model=model, reward_funcs=[bao_score], args=grpo_args(cfg, self.run_dir, max_steps=max_steps),
@@ -239,6 +254,20 @@ class BAOTrainer(GRPOTrainer):
                                              name=f"hf:{self.cfg.model.path}")
         return self._engine
 
+    def save_policy_at(self, path: Path) -> None:
+        """Save the current policy as a loadable ``hf:PATH`` (LoRA merged into a copy)."""
+        save_policy(self.accelerator.unwrap_model(self.model), self.processing_class, path)
+
+    def validate(self, step: int) -> tuple[list[Any], dict[str, float]]:
+        """Play the validation tasks greedily with the current policy: ``(episodes, metrics)``."""
+        if self._val_engine is None:  # built once: construction scans the whole vocabulary
+            self._val_engine = RolloutEngine(self.policy_model(), self.processing_class,
+                                             engine_config(self.cfg, greedy=True))
+        self._val_engine.name = f"hf:{self.cfg.model.path}@step{step}"
+        trajs = self._val_engine.run([self.gym_cls(t, user=self.user) for t in self.val_tasks])
+        episodes = [t.episode for t in trajs]
+        return episodes, validation_metrics(episodes)
+
     def make_gyms(self, task_ids: Sequence[str]) -> list[Any]:
         missing = [p for p in task_ids if p not in self.tasks]
         if missing:
@@ -253,14 +282,15 @@ class BAOTrainer(GRPOTrainer):
         trajs = engine.run(self.make_gyms(prompts), sample_seed=(self.cfg.train.seed * 1_000_003 + step) * 64
                            + self.accelerator.process_index)
         seconds = time.perf_counter() - t0
-        self._scored = [score_episode(tr, self.cfg.bao, max_turns=self.cfg.rollout.max_turns) for tr in trajs]
-        self._log_rollouts(self._scored, seconds, engine.stats)
+        scored = [score_episode(tr, self.cfg.bao, max_turns=self.cfg.rollout.max_turns) for tr in trajs]
+        self._log_rollouts(scored, seconds, engine.stats)
         write_episodes(self.run_dir / "rollouts.jsonl",
                        [tr.episode.model_copy(update={"step": step}) for tr in trajs], append=True)
+        # bao_episode travels with its row: TRL merges extra columns into the batch's inputs
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "env_mask": [],
-                                "bao_score": [e.score for e in self._scored]}
+                                "bao_episode": scored}
         pad = self.processing_class.pad_token_id
-        for tr, e in zip(trajs, self._scored, strict=True):
+        for tr, e in zip(trajs, scored, strict=True):
             out["prompt_ids"].append(list(tr.prompt_ids))
             if tr.response_ids:
                 out["completion_ids"].append(list(tr.response_ids))
@@ -294,9 +324,9 @@ class BAOTrainer(GRPOTrainer):
 
     # ---- 2. BAO advantages -----------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        out = super()._generate_and_score_completions(inputs)
+        out = super()._generate_and_score_completions(inputs)  # plays the rollout (1) and pads the batch (2)
         t0 = time.perf_counter()
-        local = self._scored
+        local: list[ScoredEpisode] = [row["bao_episode"] for row in inputs]
         if len(local) != out["completion_ids"].size(0):
             raise RuntimeError("rollout rows and TRL's batch rows disagree; a TRL change broke the adapter")
         device = out["completion_ids"].device
