@@ -4,6 +4,7 @@ policy the way the advantages say, resume after a kill, and the NaN guard."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,62 @@ def test_trl_methods_baorl_overrides_still_exist_with_the_arguments_used() -> No
         base = getattr(GRPOTrainer, name)  # and TRL still has it, with these leading arguments
         assert list(inspect.signature(base).parameters)[: len(params)] == params, name
     assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
+
+
+def test_bf16_rollouts_and_updates_still_learn_the_forced_choice(tiny_dir: Path, tmp_path: Path) -> None:
+    """bf16 end to end (forced on, whatever the CPU): rollouts on a bf16 copy of the fp32 policy,
+    updates under bf16 autocast over fp32 master weights; the short run still learns the forced
+    choice, the copy follows the master, and the rollout/update agreement is logged every step."""
+    cfg = make_cfg(tiny_dir, tmp_path / "run", bf16=True)
+    cfg.rollout.bf16 = True
+    trainer, tasks = build_trainer(cfg)
+    trainer._engine = None  # let the trainer build its engine on the bf16 copy, with the forcing processor
+    yes_no = YesNo(trainer.processing_class, tasks[0].expected_result)
+    engine = trainer.engine()
+    engine.logits_processor = yes_no
+    assert trainer._rollout_weights is not None
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+    assert trainer.model.dtype == torch.float32  # the master weights stay fp32
+    gym = trainer.make_gyms([tasks[0].id])[0]
+    obs, info = gym.reset(seed=0)
+    prompt = engine.renderer.encode(engine.renderer.prompt_text(info["system_prompt"], obs))
+    before = yes_margin(trainer.model, trainer.processing_class, prompt)
+    trainer.train()
+    after = yes_margin(trainer.model, trainer.processing_class, prompt)
+    assert after > before + 0.05, (before, after)
+    assert trainer.model.dtype == torch.float32
+    # the copy is refreshed before each rollout: after one more refresh it is the master, rounded
+    copy = trainer.rollout_model()
+    for (name, c), m in zip(copy.named_parameters(), trainer.policy_model().parameters(), strict=True):
+        assert torch.equal(c, m.detach().to(torch.bfloat16)), name
+    logs = [r for r in trainer.state.log_history if "rollout/ratio_mean" in r]
+    assert len(logs) == 2  # every step (one optimiser step per rollout batch here)
+    assert all(math.isfinite(r["rollout/ratio_std"]) for r in logs)  # (forced tokens: no agreement expected)
+
+
+@pytest.mark.parametrize("rollout_bf16", [False, True])
+def test_rollout_update_agreement_is_measured_in_the_first_step(tiny_dir: Path, tmp_path: Path,
+                                                                 rollout_bf16: bool) -> None:
+    """Sampled log-probs (the engine's, in the rollout precision) against the update's, before any
+    update: fp32 rollouts agree with fp32 updates to rounding; a bf16 copy disagrees measurably but
+    little, and `rollout_correction: tis` weights each token by the truncated ratio."""
+    cfg = make_cfg(tiny_dir, tmp_path / "run", max_steps=1, rollouts_per_task=4, bf16=False)
+    cfg.rollout.bf16 = rollout_bf16
+    cfg.rollout.max_turns = 1
+    cfg.rollout.max_new_tokens_per_turn = 24
+    cfg.loss.rollout_correction = "tis"
+    from baorl.models import load_model
+    from baorl.train.tasks import training_tasks
+    from baorl.train.trainer import BAOTrainer
+
+    model, tok = load_model(cfg.model.path)
+    trainer = BAOTrainer(cfg, model, tok, training_tasks(cfg), Path(cfg.output_dir), max_steps=1)
+    trainer.train()
+    (log,) = [r for r in trainer.state.log_history if "rollout/ratio_mean" in r]
+    diff, weight = log["rollout/logp_abs_diff"], log["loss/tis_weight_mean"]
+    if rollout_bf16:
+        assert 1e-4 < diff < 0.2, diff
+        assert weight != 1.0 and abs(weight - 1.0) < 0.2
+    else:
+        assert diff < 1e-3, diff
+        assert abs(log["rollout/ratio_mean"] - 1.0) < 1e-3 and abs(weight - 1.0) < 1e-3

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from baorl.bao.advantages import group_advantages, place_token_advantages, token_advantages
 from baorl.bao.credit import trajectory_score, turn_credits
-from baorl.bao.loss import ppo_loss
+from baorl.bao.loss import ppo_loss, truncated_is_weights
 from baorl.bao.shaping import shape_rewards
 
 __all__ = [
@@ -39,4 +39,5 @@ __all__ = [
     "token_advantages",
     "place_token_advantages",
     "ppo_loss",
+    "truncated_is_weights",
 ]

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["ppo_loss"]
+__all__ = ["ppo_loss", "truncated_is_weights"]
 
 
 def ppo_loss(
@@ -24,6 +24,7 @@ def ppo_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.2,
     dual_clip: float | None = 3.0,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate with dual clip, token-mean over the mask (spec: bao.md §3, "Loss").
 
@@ -48,6 +49,9 @@ def ppo_loss(
         clip_low: lower clip range, ``r >= 1 - clip_low`` (paper: 0.2).
         clip_high: upper clip range, ``r <= 1 + clip_high`` (paper: 0.2).
         dual_clip: the dual-clip constant ``c > 1`` (paper: 3.0); ``None`` switches it off.
+        weights: optional ``(B, T)`` per-token weights multiplied into ``l`` (no gradient flows
+            through them), e.g. `truncated_is_weights` for rollouts sampled in another precision.
+            Not part of the paper's loss; None (the default) is the paper's.
 
     Returns:
         ``(loss, metrics)``: the scalar loss (0 when the mask is empty) and detached 0-dim tensors
@@ -78,7 +82,10 @@ def ppo_loss(
         (3.0, 1.0)
     """
     shape = logprobs.shape
-    for name, t in (("old_logprobs", old_logprobs), ("advantages", advantages), ("mask", mask)):
+    named = [("old_logprobs", old_logprobs), ("advantages", advantages), ("mask", mask)]
+    if weights is not None:
+        named.append(("weights", weights))
+    for name, t in named:
         if t.shape != shape:
             raise ValueError(f"{name} must have the shape of logprobs {tuple(shape)}, got {tuple(t.shape)}")
     if not (0.0 <= clip_low < 1.0):
@@ -105,6 +112,8 @@ def ppo_loss(
         negative = adv < 0
         dual_active = negative & (per_token > cap)
         per_token = torch.where(negative, torch.minimum(per_token, cap), per_token)
+    if weights is not None:
+        per_token = per_token * torch.where(keep, weights.detach().to(per_token.dtype), torch.zeros_like(per_token))
 
     n_tokens = keep.sum()
     denom = n_tokens.clamp(min=1).to(per_token.dtype)
@@ -131,3 +140,35 @@ def ppo_loss(
             "tokens": n_tokens.detach(),
         }
     return loss, {k: v.detach() for k, v in metrics.items()}
+
+
+def truncated_is_weights(old_logprobs: torch.Tensor, sampling_logprobs: torch.Tensor, mask: torch.Tensor, *,
+                         cap: float = 2.0) -> torch.Tensor:
+    """Truncated importance-sampling weights ``min(exp(old - sampled), cap)`` per token.
+
+    When rollouts are sampled by one numerical policy (a bf16 copy, or an inference engine) and the
+    loss's old log-probabilities are recomputed by another (the update's precision), the tokens were
+    drawn from the sampler's distribution, not the old policy's; weighting each token's loss by the
+    ratio of the two, truncated at `cap` to bound the variance, corrects that (truncated importance
+    sampling, as verl's and TRL's rollout corrections). Masked-out positions get weight 1.
+
+    Args:
+        old_logprobs: ``(B, T)`` log-probabilities under the old policy, in the update's precision.
+        sampling_logprobs: ``(B, T)`` the same as the sampler computed them while generating.
+        mask: ``(B, T)`` the policy's tokens.
+        cap: the truncation ``C >= 1``.
+
+    Examples:
+        >>> w = truncated_is_weights(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.1, -2.0, 0.0]]),
+        ...                          torch.tensor([[1, 1, 0]]))
+        >>> [round(x, 4) for x in w[0].tolist()]
+        [0.9048, 2.0, 1.0]
+    """
+    if not (cap >= 1.0 and math.isfinite(cap)):
+        raise ValueError(f"cap must be a finite number >= 1, got {cap!r}")
+    if old_logprobs.shape != sampling_logprobs.shape or old_logprobs.shape != mask.shape:
+        raise ValueError("old_logprobs, sampling_logprobs and mask must have one shape")
+    keep = mask.bool() & torch.isfinite(sampling_logprobs) & torch.isfinite(old_logprobs)
+    diff = torch.where(keep, old_logprobs.detach() - sampling_logprobs.to(old_logprobs.dtype),
+                       torch.zeros_like(old_logprobs))
+    return torch.where(keep, torch.exp(diff).clamp(max=cap), torch.ones_like(old_logprobs))

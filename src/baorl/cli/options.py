@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-#: option name -> `EngineConfig` field
+#: option name -> engine option (an `EngineConfig` field, or the local model's dtype)
 _ENGINE_FIELDS = {
     "batch_size": "batch_size", "temperature": "temperature", "max_new_tokens": "max_new_tokens_per_turn",
     "max_prompt_tokens": "max_prompt_tokens", "max_response_tokens": "max_response_tokens",
-    "chat_template": "chat_template", "max_turns": "max_turns",
+    "chat_template": "chat_template", "max_turns": "max_turns", "dtype": "dtype",
 }
 
 
@@ -33,6 +33,9 @@ def add_local_model_args(parser: argparse.ArgumentParser, temperature_help: str)
     g.add_argument("--max-turns", type=positive_int, default=None,
                    help="override the gym's turn limit (applies to every agent, not only hf:)")
     g.add_argument("--chat-template", default=None, help="auto, native, chatml-tools or qwen3")
+    g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16"],
+                   help="precision of the model's weights (default auto: bfloat16 where the CPU/GPU has bf16 "
+                   "units, float32 elsewhere; said once)")
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -66,6 +66,20 @@ def run_identity(*, agent: str, gym: str, data: str | None = None, split: str = 
     }
 
 
+def local_precision(engine_options: dict[str, Any] | None) -> dict[str, Any]:
+    """A local model's engine options with its precision resolved (``dtype``: ``auto``, the default,
+    is bf16 where the CPU or GPU has bf16 units: `baorl.models.precision`). The resolved dtype is part
+    of the run's identity when it is not float32 (so records from before precisions existed, all
+    float32, still match); an ``auto`` run resumed on a machine that resolves it otherwise is refused."""
+    from baorl.models.precision import resolve_dtype
+
+    options = dict(engine_options or {})
+    dtype = resolve_dtype(options.pop("dtype", None) or "auto", what="local model")
+    if dtype != "float32":
+        options["dtype"] = dtype
+    return options
+
+
 def _label(simulator: str | None) -> str:
     """The `simulator` field records of a simulator spec carry."""
     if simulator is None:
@@ -163,6 +177,8 @@ def run_rollout(
     check_positive_int(concurrency, "concurrency")
     check_limit(max_turn_chars, "max_turn_chars")
     cls = gym_class(gym)
+    if agent.startswith("hf:"):
+        engine_options = local_precision(engine_options)
     tasks = load_tasks(gym, data, split)[:limit]
     if not tasks:
         raise ValueError(f"gym {gym!r}: the {'file ' + str(data) if data else split + ' split'} has no tasks")
@@ -193,8 +209,10 @@ def run_rollout(
         from baorl.rollout.engine import EngineConfig
         from baorl.rollout.hf import HFPolicy
 
-        config = EngineConfig(**{"temperature": 0.0, "seed": seed, **(engine_options or {})})
-        policy = HFPolicy(agent, config)
+        options = dict(engine_options or {})
+        dtype = options.pop("dtype", "float32")
+        config = EngineConfig(**{"temperature": 0.0, "seed": seed, **options})
+        policy = HFPolicy(agent, config, dtype=dtype)
 
         def record_traj(traj: Any) -> None:
             ep = Episode.model_validate(traj.to_record()) if save_tokens else traj.episode

@@ -48,7 +48,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="largest request body accepted, in MiB; larger ones get HTTP 413 (default 4)")
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; unset: no key needed)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="precision of the weights (default auto: bfloat16 where the CPU/GPU has bf16 units, "
+                   "else float32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
@@ -57,6 +59,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server from parsed arguments (blocks until interrupted)."""
+    from baorl.models.precision import resolve_dtype
     from baorl.serve.app import run_server
 
     if not 0 <= args.port <= 65535:
@@ -71,7 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.model, args.host, args.port, chat_template=args.chat_template,
         served_model_name=args.served_model_name, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        default_max_tokens=args.max_tokens_default, dtype=args.dtype, device=args.device,
+        default_max_tokens=args.max_tokens_default, device=args.device,
+        dtype=resolve_dtype(args.dtype, args.device, what="served model"),
         log_level=args.log_level, max_body_bytes=max(1, int(args.max_body_mb * 2**20)),
     )
     return 0

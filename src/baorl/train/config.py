@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from baorl.config import ConfigError, StrictModel
+from baorl.models.precision import Bf16
 from baorl.rollout.episode import EpisodeLimits
 
 __all__ = ["TrainConfig", "ModelSection", "RLModelSection", "DataSection", "RolloutSection", "BAOSection",
@@ -96,6 +97,9 @@ class RolloutSection(EpisodeLimits, StrictModel):
         "auto", description="hf: baorl's batched engine; vllm: TRL's colocated vLLM on each GPU (gpu extra); "
         "auto: vllm when vLLM is installed and a GPU is present, else hf")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, lt=1.0, description="vLLM's share of GPU memory")
+    bf16: Bf16 = Field("auto", description="rollouts (and validation) on a bf16 copy of the policy, refreshed "
+                       "before each rollout (hf backend); auto: where the device has bf16 units "
+                       "(baorl.models.precision)")
 
 
 class BAOSection(StrictModel):
@@ -118,6 +122,11 @@ class LossSection(StrictModel):
     clip_low: float = Field(0.2, ge=0.0, lt=1.0)
     clip_high: float = Field(0.2, ge=0.0)
     dual_clip: float | None = Field(3.0, gt=1.0, description="dual-clip constant (None: off)")
+    rollout_correction: Literal["none", "tis"] = Field(
+        "none", description="rollouts sampled in another precision than the update's: none = old log-probs "
+        "recomputed in the update's precision (the ratio's reference); tis = that, and each token's loss also "
+        "weighted by min(exp(old - sampled), tis_cap) (truncated importance sampling)")
+    tis_cap: float = Field(2.0, ge=1.0, description="truncation of the importance weights (rollout_correction: tis)")
 
 
 class OptimSection(StrictModel):
@@ -135,9 +144,15 @@ class OptimSection(StrictModel):
     save_total_limit: int | None = Field(2, ge=1, description="rolling checkpoints kept (null: all)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: "
                                          "less memory, ~20-30% slower")
-    bf16: bool | None = Field(False, description="bf16 mixed precision (null: on where a GPU supports it)")
+    bf16: Bf16 = Field("auto", description="bf16 autocast over fp32 master weights in the update; auto: where "
+                       "the device has bf16 units (a bf16 GPU; a CPU with AMX/AVX512-BF16); null = auto")
     use_cpu: bool | None = Field(None, description="true: CPU; false: the GPU (an error without one); "
                                  "null: the GPU when there is one")
+
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _null_is_auto(cls, v: Any) -> Any:
+        return "auto" if v is None else v
 
 
 def use_cuda(use_cpu: bool | None) -> bool:
@@ -161,7 +176,6 @@ class TrainSection(OptimSection):
     val_at_end: bool = Field(True, description="validate the final policy")
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     log_completions: bool = False
-    bf16: bool = False
     deepspeed: str | None = Field(None, description="a DeepSpeed JSON config (multi-GPU runs via accelerate)")
 
 

@@ -25,7 +25,8 @@ Decided here:
   byte-exact through Arrow; ``meta`` is not needed for training and is dropped;
 - the config shares the RL config's vocabulary and sections (`baorl.train.config.ModelSection`,
   with ``model.lora``, and `baorl.train.config.OptimSection`: TRL's key names);
-- mixed precision is bf16 on a GPU that supports it and off otherwise (``train.bf16: null``);
+- mixed precision (``train.bf16``, default ``auto``) is bf16 autocast where the device has bf16
+  units (a bf16 GPU, a CPU with AMX/AVX512-BF16: `baorl.models.precision`) and off otherwise;
   weights are trained in ``model.dtype`` (in float32, AdamW's small updates are not rounded away
   as they are in bfloat16 weights);
 - the final model is written as a plain transformers directory (LoRA merged into the weights),
@@ -48,6 +49,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from baorl.config import ConfigError, StrictModel, save_config
+from baorl.models.precision import resolve_bf16
 from baorl.train.config import LoraSection, ModelSection, OptimSection, use_cuda
 
 __all__ = [
@@ -93,7 +95,6 @@ class TrainSection(OptimSection):
     save_steps: int = Field(50, ge=1, description="checkpoint (for --resume) every this many steps")
     save_total_limit: int | None = Field(1, ge=1, description="checkpoints kept (null: all)")
     eval_steps: int | None = Field(None, ge=1, description="evaluate every this many steps (null: each epoch)")
-    bf16: bool | None = Field(None, description="bf16 mixed precision; null: on where a GPU supports it")
     optim: str = Field("adamw_torch", description="transformers optimizer name")
 
 
@@ -192,11 +193,10 @@ def _metrics_callback(path: Path) -> Any:
 
 
 def _sft_args(cfg: SFTRunConfig, out: Path, *, cuda: bool, has_eval: bool) -> Any:
-    import torch
     from trl import SFTConfig
 
     t = cfg.train
-    bf16 = t.bf16 if t.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(t.bf16, "cuda" if cuda else "cpu", what="SFT updates")
     eval_kw: dict[str, Any] = {}
     if has_eval:
         eval_kw = ({"eval_strategy": "steps", "eval_steps": t.eval_steps} if t.eval_steps

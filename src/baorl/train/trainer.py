@@ -39,8 +39,9 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from baorl.bao import ppo_loss
+from baorl.bao import ppo_loss, truncated_is_weights
 from baorl.gyms import Task, gym_class
+from baorl.models.precision import RolloutWeights, resolve_bf16
 from baorl.records import write_episodes
 from baorl.rollout.engine import EngineConfig, RolloutEngine
 from baorl.rollout.episode import EpisodeLimits
@@ -89,6 +90,7 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, *, max_steps: int) -> GRPOConfig:
         raise ValueError(f"train.micro_batch_size x {world} processes = {per_pass} must divide the episodes per "
                          f"optimiser step ({rows_per_update}) and per rollout batch ({cfg.rows_per_step})")
     use_cpu = not use_cuda(t.use_cpu)
+    bf16 = resolve_bf16(t.bf16, "cpu" if use_cpu else "cuda", what="updates")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # transformers 5 reads it from here
     return GRPOConfig(
         output_dir=str(run_dir),
@@ -120,7 +122,7 @@ def grpo_args(cfg: TrainConfig, run_dir: Path, *, max_steps: int) -> GRPOConfig:
         report_to=list(t.report_to),
         disable_tqdm=True,
         use_cpu=use_cpu,
-        bf16=t.bf16,
+        bf16=bf16,
         activation_checkpointing=t.gradient_checkpointing,
         deepspeed=t.deepspeed,
         shuffle_dataset=True,
@@ -202,6 +204,7 @@ class BAOTrainer(GRPOTrainer):
         self.user = user
         self._engine: RolloutEngine | None = None
         self._val_engine: RolloutEngine | None = None
+        self._rollout_weights: RolloutWeights | None = None
         t = cfg.train
         self.validation = Validation(self.run_dir, self.validate, self.save_policy_at, log=self.log,
                                      every=t.val_every, at_start=t.val_at_start, at_end=t.val_at_end)
@@ -240,8 +243,20 @@ class BAOTrainer(GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
+    def rollout_model(self) -> Any:
+        """The weights rollouts and validation run on, current as of now: the live policy, or (with
+        ``rollout.bf16``, when the policy is held in fp32) its bf16 copy, refreshed here."""
+        if self._rollout_weights is None:
+            model = self.policy_model()
+            device = str(next(model.parameters()).device)
+            if model.dtype == torch.float32 and resolve_bf16(self.cfg.rollout.bf16, device, what="rollouts"):
+                self._rollout_weights = RolloutWeights(model)
+            else:
+                return model
+        return self._rollout_weights.refresh()
+
     def engine(self) -> Any:
-        """The rollout backend: baorl's engine on the live policy, or TRL's colocated vLLM (kept in
+        """The rollout backend: baorl's engine on `rollout_model`, or TRL's colocated vLLM (kept in
         sync with the policy by TRL before each rollout)."""
         if self._engine is None:
             if self.cfg.rollout.backend == "vllm":
@@ -250,8 +265,10 @@ class BAOTrainer(GRPOTrainer):
                 self._engine = VLLMRollout.from_trl(self, self.processing_class, engine_config(self.cfg),
                                                     name=f"vllm:{self.cfg.model.path}")
             else:
-                self._engine = RolloutEngine(self.policy_model(), self.processing_class, engine_config(self.cfg),
+                self._engine = RolloutEngine(self.rollout_model(), self.processing_class, engine_config(self.cfg),
                                              name=f"hf:{self.cfg.model.path}")
+        elif self.cfg.rollout.backend != "vllm":
+            self.rollout_model()  # the bf16 copy, if any, refreshed to the current weights
         return self._engine
 
     def save_policy_at(self, path: Path) -> None:
@@ -260,9 +277,9 @@ class BAOTrainer(GRPOTrainer):
 
     def validate(self, step: int) -> tuple[list[Any], dict[str, float]]:
         """Play the validation tasks greedily with the current policy: ``(episodes, metrics)``."""
+        model = self.rollout_model()
         if self._val_engine is None:  # built once: construction scans the whole vocabulary
-            self._val_engine = RolloutEngine(self.policy_model(), self.processing_class,
-                                             engine_config(self.cfg, greedy=True))
+            self._val_engine = RolloutEngine(model, self.processing_class, engine_config(self.cfg, greedy=True))
         self._val_engine.name = f"hf:{self.cfg.model.path}@step{step}"
         trajs = self._val_engine.run([self.gym_cls(t, user=self.user) for t in self.val_tasks])
         episodes = [t.episode for t in trajs]
@@ -355,13 +372,19 @@ class BAOTrainer(GRPOTrainer):
                                                              completion_ids.size(1))
         mask = completion_mask * inputs["tool_mask"] if "tool_mask" in inputs else completion_mask
         old = inputs.get("old_per_token_logps")
-        old = logps.detach() if old is None else old
+        old = logps.detach() if old is None else old  # the update's precision either way
+        sampled = inputs.get("sampling_per_token_logps")  # the rollout's, in the rollout's precision
+        if sampled is not None:
+            self._log_rollout_agreement(logps.detach(), sampled, mask)
         advantages = inputs["advantages"]
         if advantages.dim() == 1:
             advantages = advantages.unsqueeze(1).expand_as(logps)
         lc = self.cfg.loss
+        weights = None
+        if lc.rollout_correction == "tis" and sampled is not None:
+            weights = truncated_is_weights(old, sampled, mask, cap=lc.tis_cap)
         loss, stats = ppo_loss(logps, old, advantages, mask, clip_low=lc.clip_low, clip_high=lc.clip_high,
-                               dual_clip=lc.dual_clip)
+                               dual_clip=lc.dual_clip, weights=weights)
         # token mean over the whole accumulation window (as TRL's dapo): sum over this micro-batch's
         # tokens divided by the window's token count
         window = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
@@ -374,4 +397,24 @@ class BAOTrainer(GRPOTrainer):
         m = self._metrics["train"]
         for key in ("clip_frac", "dual_clip_frac", "approx_kl", "ratio_mean"):
             m[f"loss/{key}"].append(float(stats[key]))
+        if weights is not None:
+            m["loss/tis_weight_mean"].append(float((weights * mask).sum() / mask.sum().clamp(min=1)))
         return loss
+
+    def _log_rollout_agreement(self, logps: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor) -> None:
+        """Rollout/update agreement, in the first optimiser step after each rollout (the weights are
+        still the rollout's, so only the precision and the engine differ): ``r = exp(logp_update -
+        logp_rollout)`` over the policy's tokens; ``rollout/ratio_mean``, ``rollout/ratio_std``,
+        ``rollout/logp_abs_diff``."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every >= self.current_gradient_accumulation_steps:
+            return
+        keep = mask.bool() & torch.isfinite(sampled)
+        if not bool(keep.any()):
+            return
+        diff = (logps.float() - sampled.float())[keep]
+        ratio = diff.exp()
+        m = self._metrics["train"]
+        m["rollout/ratio_mean"].append(ratio.mean().item())
+        m["rollout/ratio_std"].append(ratio.std(correction=0).item())
+        m["rollout/logp_abs_diff"].append(diff.abs().mean().item())
