@@ -249,7 +249,9 @@ class BAOTrainer(GRPOTrainer):
         if self._rollout_weights is None:
             model = self.policy_model()
             device = str(next(model.parameters()).device)
-            if model.dtype == torch.float32 and resolve_bf16(self.cfg.rollout.bf16, device, what="rollouts"):
+            # (not under DeepSpeed: a ZeRO-3 model's parameters are shards, not copyable weights)
+            if (model.dtype == torch.float32 and self.cfg.train.deepspeed is None
+                    and resolve_bf16(self.cfg.rollout.bf16, device, what="rollouts")):
                 self._rollout_weights = RolloutWeights(model)
             else:
                 return model
