@@ -415,3 +415,22 @@ def test_an_error_in_the_forward_thread_surfaces_instead_of_hanging(llama, tok) 
                            logits_processor=broken)
     with pytest.raises(RuntimeError, match="StopIteration escaped"):
         engine.run([probe("p0")])
+
+
+def test_packed_weights_change_speed_not_episodes(tok, llama):
+    """oneDNN-packed linear layers (the CPU fp32 default) play the same greedy episodes as torch's
+    own kernel, and the model's layers are back to normal afterwards (training sees no copies)."""
+    from baorl.rollout.engine import _PackedLinears
+
+    assert _PackedLinears.usable(llama, torch.device("cpu"))  # the CPU build has the oneDNN ops: packing runs
+    scripts = [[call("action", "1"), call("answer", "42")], [call("search", "x"), call("action", "y")], ["<|im_end|>"]]
+    results = []
+    for pack in (False, True):
+        gyms = [probe(f"p{i}") for i in range(3)]
+        _, _, trajs = run(llama, tok, gyms, scripts, batch_size=3, max_new_tokens_per_turn=60, max_turns=3,
+                          pack_weights=pack)
+        results.append(trajs)
+        assert not any("forward" in m.__dict__ for m in llama.modules())
+    for a, b in zip(*results, strict=True):
+        assert a.response_ids == b.response_ids and a.response_mask == b.response_mask
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4

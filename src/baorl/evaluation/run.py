@@ -32,6 +32,7 @@ from typing import Any
 from baorl.config import check_positive_int
 from baorl.evaluation.metrics import N_BOOT, score_episodes
 from baorl.records import Episode, RecordFileError, atomic_write, read_episodes, read_jsonl
+from baorl.runs.runner import SPEED_ONLY
 from baorl.textcap import MAX_REPORT_CHARS, MAX_TURN_CHARS, check_limit
 
 __all__ = ["Run", "evaluate", "load_run", "load_records", "load_train_metrics", "resolve_gyms", "EVAL_CONFIG"]
@@ -41,7 +42,6 @@ EVAL_CONFIG = "eval.json"
 #: the keys of eval.json that must match for a rerun to resume (``limit`` may grow: more tasks are played)
 _RESUME_KEYS = ("agent", "gyms", "split", "data", "simulator", "seeds", "engine_options")
 #: engine options that may change between a run and its resumption
-_SPEED_ONLY = {"batch_size", "prefill_tokens", "shared_prefix"}
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def _check_resume(out_dir: Path, config: dict[str, Any], identity: dict[str, Any
         raise ValueError(f"{cfg}: not valid JSON ({e}); remove it or use another --out") from e
     def same(k: str) -> bool:
         if k == "engine_options":  # batching changes speed, not the evaluation
-            a, b = (({x: v for x, v in (d.get(k) or {}).items() if x not in _SPEED_ONLY}) for d in (old, config))
+            a, b = (({x: v for x, v in (d.get(k) or {}).items() if x not in SPEED_ONLY}) for d in (old, config))
             return a == b
         return old.get(k) == config.get(k)
 

@@ -24,6 +24,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 NAME = "baorl_prefix"
+#: torch's fused CPU attention kernel, which also returns each query's log-sum-exp (None if absent)
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 #: architectures whose attention is plain scaled dot-product (optionally grouped-query) attention
 _PLAIN_ATTENTION = {"llama", "qwen2", "qwen3", "mistral", "smollm3", "olmo2"}
 
@@ -71,6 +73,10 @@ def prefix_attention(
     if baorl_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
+    q = query.shape[2]
+    if (_FLASH_CPU is not None and query.device.type == "cpu" and query.dtype == key.dtype == torch.float32
+            and (attention_mask.dtype == torch.bool if attention_mask is not None else q == 1)):
+        return _fused_prefix_attention(module, query, key, value, attention_mask, scaling, baorl_prefix), None
     kp, vp = baorl_prefix.keys[module.layer_idx], baorl_prefix.values[module.layer_idx]
     b, h, q, d = query.shape
     hkv, s, p = key.shape[1], key.shape[2], kp.shape[1]
@@ -97,6 +103,61 @@ def prefix_attention(
     op = torch.matmul(ep.transpose(0, 1).reshape(hkv, b * g * q, p), vp).view(hkv, b, g * q, d).transpose(0, 1)
     out = (torch.matmul(es, value) + op) / den  # (b, kv_heads, g*q, d)
     return out.view(b, h, q, d).transpose(1, 2).contiguous(), None
+
+
+#: the last one-query mask seen and its additive forms by (groups, dtype): every layer of a decoding
+#: pass gets the same mask object, so it is converted once per pass (replaced as a whole: thread-safe;
+#: masks of longer queries are converted per layer and not kept)
+_mask_memo: tuple[torch.Tensor | None, dict] = (None, {})
+
+
+def _additive_mask(mask: torch.Tensor, g: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(b, 1, q, s)`` boolean mask -> ``(b, 1, g*q, s)`` additive mask (0 / -inf) for the query heads
+    of one kv group, and the ``(b, 1, g*q)`` rows that mask every column (None when there are none)."""
+    global _mask_memo
+    memo = _mask_memo
+    b, m, q, s = mask.shape
+    if q == 1 and memo[0] is mask and (g, dtype) in memo[1]:
+        return memo[1][(g, dtype)]
+    add = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    add = add[:, :, None].expand(b, m, g, q, s).reshape(b, m, g * q, s)  # a view when q == 1
+    dead = ~mask.any(-1)
+    dead = dead[:, :, None].expand(b, m, g, q).reshape(b, m, g * q) if bool(dead.any()) else None
+    if q == 1:
+        if memo[0] is not mask:
+            memo = _mask_memo = (mask, {})
+        memo[1][(g, dtype)] = (add, dead)
+    return add, dead
+
+
+def _fused_prefix_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float | None,
+                            prefix: PrefixKV) -> torch.Tensor:
+    """`prefix_attention` with torch's fused CPU kernel: the prefix part and the row part each in one
+    call, merged through their log-sum-exps (the same softmax, summed in another order)."""
+    kp, vp = prefix.keys[module.layer_idx], prefix.values[module.layer_idx]
+    b, h, q, d = query.shape
+    hkv = key.shape[1]
+    g = h // hkv
+    scale = scaling if scaling is not None else d**-0.5
+    qg = query.reshape(b, hkv, g * q, d)  # head j of kv group i is head i*g + j, as in repeat_kv
+    # prefix: every row's queries of a kv head attend to the same keys: one (b*g*q)-query attention
+    op, lp = _FLASH_CPU(qg.transpose(0, 1).reshape(1, hkv, b * g * q, d), kp[None], vp[None], 0.0, False,
+                        scale=scale)[:2]
+    op = op.view(hkv, b, g * q, d).transpose(0, 1)
+    lp = lp.view(hkv, b, g * q).transpose(0, 1)
+    if attention_mask is None:  # one query per row (checked by the caller): every column is visible
+        orow, lrow = _FLASH_CPU(qg, key, value, 0.0, False, scale=scale)[:2]
+    else:
+        add, dead = _additive_mask(attention_mask, g, query.dtype)
+        orow, lrow = _FLASH_CPU(qg, key, value, 0.0, False, attn_mask=add, scale=scale)[:2]
+        if dead is not None:  # the kernel returns output 0, log-sum-exp 0 for a query that sees nothing
+            lrow = lrow.masked_fill(dead, float("-inf"))
+    mx = torch.maximum(lp, lrow)
+    wp = (lp - mx).exp_().unsqueeze(-1)
+    ws = (lrow - mx).exp_().unsqueeze(-1)
+    out = (op * wp).add_(orow * ws).div_(wp + ws)  # (b, kv_heads, g*q, d)
+    return out.reshape(b, h, q, d).transpose(1, 2).contiguous()
 
 
 AttentionInterface.register(NAME, prefix_attention)

@@ -109,6 +109,10 @@ class EngineConfig(EpisodeLimits):
                                 "(Llama/Qwen-style attention only)")
     step_timeout_s: float | None = Field(None, gt=0, description="a gym step slower than this ends the episode "
                                          "as simulator_error (None: no limit)")
+    pack_weights: bool = Field(True, description="on CPU with float32 weights, run the linear layers through "
+                               "oneDNN with their weights repacked once per rollout (about 1.5-2x faster than "
+                               "torch's default kernel at decoding batch sizes; holds one extra copy of the linear "
+                               "weights while the rollout runs)")
 
 
 def _kv_cap_bytes(cap: float | str | None, device: torch.device) -> int | None:
@@ -123,6 +127,58 @@ def _kv_cap_bytes(cap: float | str | None, device: torch.device) -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.4)
     except (ValueError, OSError, AttributeError):  # not a POSIX system: no cap
         return None
+
+
+class _PackedLinears:
+    """The model's `nn.Linear` layers switched to oneDNN with prepacked weights, for one rollout.
+
+    On CPU, torch's default float32 kernel (MKL) reaches about half of oneDNN's speed on the
+    products of decoding (a few dozen rows against a weight matrix streamed from memory; 2x on the
+    49k-wide output layer). Packing copies each weight once into oneDNN's blocked layout (~0.5 s
+    for 135M parameters); `restore` puts the layers back and drops the copies. A packed layer
+    falls back to the plain product outside inference mode (autograd never sees the copies).
+    """
+
+    def __init__(self, model: Any, batch_hint: int) -> None:
+        self.modules: list[torch.nn.Module] = []
+        pack = torch.ops.mkldnn._reorder_linear_weight
+        try:
+            with torch.no_grad():
+                for mod in model.modules():
+                    w = getattr(mod, "weight", None)
+                    if (type(mod) is not torch.nn.Linear or "forward" in mod.__dict__ or w is None
+                            or w.dtype != torch.float32 or w.device.type != "cpu" or w.dim() != 2):
+                        continue  # subclasses, hooked or quantised layers keep their own forward
+                    mod.forward = self._forward(mod, pack(w.detach().contiguous(), max(1, batch_hint)))
+                    self.modules.append(mod)
+        except BaseException:
+            self.restore()
+            raise
+
+    @staticmethod
+    def _forward(mod: torch.nn.Linear, packed: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        linear = torch.ops.mkldnn._linear_pointwise
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if torch.is_inference_mode_enabled() and x.dtype == torch.float32:
+                return linear(x, packed, mod.bias, "none", [], "")
+            return torch.nn.functional.linear(x, mod.weight, mod.bias)
+
+        return forward
+
+    @staticmethod
+    def usable(model: Any, device: torch.device) -> bool:
+        try:
+            ops = torch.ops.mkldnn._reorder_linear_weight, torch.ops.mkldnn._linear_pointwise
+        except (AttributeError, RuntimeError):  # a torch build without these oneDNN ops
+            return False
+        return (all(ops) and device.type == "cpu" and torch.backends.mkldnn.is_available()
+                and next(model.parameters()).dtype == torch.float32)
+
+    def restore(self) -> None:
+        for mod in self.modules:
+            mod.__dict__.pop("forward", None)
+        self.modules = []
 
 
 @dataclass
@@ -227,11 +283,16 @@ class RolloutEngine:
         attn = self.model.config._attn_implementation
         if self.shared_prefix:
             self.model.config._attn_implementation = attention.NAME
+        packed = None
         try:
+            if self.config.pack_weights and _PackedLinears.usable(self.model, self.device):
+                packed = _PackedLinears(self.model, self.config.batch_size)
             rows = [self._start(i, g, self.config.seed if seeds is None else int(seeds[i]), base)
                     for i, g in enumerate(gyms)]
             await self._loop(deque(r for r in rows if r.state != "done"))
         finally:
+            if packed is not None:
+                packed.restore()
             self._prompt_cache = None
             self.model.config._attn_implementation = attn
             self.stats["wall_s"] = time.perf_counter() - t0

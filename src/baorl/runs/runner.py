@@ -30,7 +30,7 @@ from baorl.textcap import MAX_TURN_CHARS, check_limit
 from baorl.users import user_for
 
 #: engine options that change speed, not the episodes: they may differ between a run and its resumption
-SPEED_ONLY = frozenset({"batch_size", "prefill_tokens", "shared_prefix"})
+SPEED_ONLY = frozenset({"batch_size", "prefill_tokens", "shared_prefix", "pack_weights"})
 #: agent options that change how an endpoint is reached, not the episodes
 _AGENT_TRANSPORT = frozenset({"base_url", "api_key", "timeout", "max_retries", "backoff"})
 #: what a records file's identity holds, in the order a mismatch is reported
