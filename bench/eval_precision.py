@@ -56,9 +56,11 @@ def main() -> None:
         engine["max_new_tokens_per_turn"] = args.max_new_tokens
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {precision_note('cpu')}")
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {dtype: play(args.agent, args.gym, args.n, dtype, Path(tmp) / f"{dtype}.jsonl", engine)
-                for dtype in ("float32", "bfloat16")}
+        for dtype in ("float32", "bfloat16"):  # each leg's figures printed as soon as it ends
+            runs[dtype] = eps, secs = play(args.agent, args.gym, args.n, dtype, Path(tmp) / f"{dtype}.jsonl", engine)
+            print(f"{dtype}: {len(eps)} episodes in {secs:.1f} s, {sum(e.success for e in eps)} solved", flush=True)
     (f32, t32), (b16, t16) = runs["float32"], runs["bfloat16"]
     by_task = {e.task_id: e for e in b16}
     pairs = [(a, by_task[a.task_id]) for a in f32 if a.task_id in by_task]
