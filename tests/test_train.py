@@ -366,6 +366,7 @@ def test_bf16_rollouts_and_updates_still_learn_the_forced_choice(tiny_dir: Path,
     choice, the copy follows the master, and the rollout/update agreement is logged every step."""
     cfg = make_cfg(tiny_dir, tmp_path / "run", bf16=True)
     cfg.rollout.bf16 = True
+    cfg.rollout.max_turns = 1  # one answer per episode: bf16 is slow on CPUs without bf16 units
     trainer, tasks = build_trainer(cfg)
     trainer._engine = None  # let the trainer build its engine on the bf16 copy, with the forcing processor
     yes_no = YesNo(trainer.processing_class, tasks[0].expected_result)
