@@ -124,7 +124,8 @@ class RolloutWeights:
     """A bf16 copy of a policy for the rollout engine, refreshed from the master weights.
 
     The copy shares no storage with the master: the optimiser updates the fp32 master, and
-    `refresh` (called before each rollout and validation; ~0.1 s for 135M parameters) copies the
+    `refresh` (called before each rollout and validation; 0.074-0.078 s over 5 calls for the embedded
+    135M model on 2 AVX2 cores) copies the
     weights over, rounding to bf16. Only parameters are cast: buffers (rotary frequencies) keep the
     master's precision. LoRA layers are copied with the rest, so the copy plays the adapted policy.
 
@@ -142,17 +143,12 @@ class RolloutWeights:
         for p in self.model.parameters():
             p.requires_grad_(False)
             p.data = p.data.to(self.dtype)
-        self.version = -1
 
-    def refresh(self, version: int | None = None) -> Any:
-        """Copy the master's current weights into the copy (skipped when `version` is the one copied
-        last) and return the copy."""
+    def refresh(self) -> Any:
+        """Copy the master's current weights into the copy and return the copy."""
         import torch
 
-        if version is not None and version == self.version:
-            return self.model
         with torch.no_grad():
             for dst, src in zip(self.model.parameters(), self.master.parameters(), strict=True):
                 dst.copy_(src)
-        self.version = -1 if version is None else version
         return self.model
