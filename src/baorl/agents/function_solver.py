@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -334,19 +335,55 @@ class FunctionSolver(Agent):
       removes the rules giving it;
     - if no rule of the grammar fits, it says so and sends ``[finish]`` rather than guessing.
 
+    **Budget schedule** (off by default; spec: bao.md §2, budget scheduling). A teacher whose
+    episodes must fit a small model's token budget can be told to plan for fewer turns than the
+    gym allows and to commit sooner:
+
+    - ``deadline=D``: its plan counts turns against D instead of the gym's limit ("turn t of D");
+      on turn D it answers its most common value; when an answer is rejected with no turn left to
+      probe before answering again (on turn D - 1 or later) it stops with ``[finish]`` rather than
+      guess again, so an episode has at most D + 1 turns;
+    - ``probes=(lo, hi)``: after at most k probes since its last answer, k drawn per task
+      uniformly from lo..hi (seeded by the task id, so a task always gets the same k), it
+      answers its most common value even when the rules still disagree; a rejected answer removes
+      the rules giving it and the count starts again. This puts wrong answers, what follows
+      them and the stop at the deadline into the demonstrations;
+    - ``concise=True``: the think block states the same memory, hypotheses and plan in about
+      half the tokens (one example rule, short phrases).
+
     Args:
         max_turns: the turn budget to plan for when the gym's info does not give one.
+        deadline: plan for this many turns (at most the gym's limit); None plans for the gym's limit.
+        probes: ``(lo, hi)`` probe allowance between answers, or None (probe until certain).
+        concise: the short think text.
     """
 
     name = "scripted:function-solver"
 
-    def __init__(self, max_turns: int = 15) -> None:
+    def __init__(self, max_turns: int = 15, *, deadline: int | None = None,
+                 probes: tuple[int, int] | None = None, concise: bool = False) -> None:
+        if deadline is not None and deadline < 2:
+            raise ValueError(f"deadline must be at least 2 turns (search, then answer), got {deadline}")
+        if probes is not None:
+            lo, hi = (int(x) for x in probes)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"probes must be (lo, hi) with 0 <= lo <= hi, got {probes}")
+            probes = (lo, hi)
         self.default_max_turns = max_turns
+        self.deadline, self.probes, self.concise = deadline, probes, concise
 
     def start(self, system_prompt: str, task_prompt: str, info: dict[str, Any]) -> dict[str, Any]:
         bank = candidate_bank()
+        max_turns = int(info.get("max_turns", self.default_max_turns))
+        allowance = None
+        if self.probes is not None:  # one draw per task, the same every time the task is played
+            lo, hi = self.probes
+            key = str(info.get("task_id", task_prompt))
+            allowance = lo + zlib.crc32(key.encode("utf-8")) % (hi - lo + 1)
         return {
-            "max_turns": int(info.get("max_turns", self.default_max_turns)),
+            "max_turns": max_turns if self.deadline is None else min(self.deadline, max_turns),
+            "allowance": allowance,  # probes allowed between answers (None: until certain)
+            "since_answer": 0,  # probes since the last answer
             "turn": 0,
             "alive": np.arange(len(bank)),  # candidate ids still consistent with everything seen
             "test": None,  # the test inputs, once known
@@ -433,57 +470,82 @@ class FunctionSolver(Agent):
         st["turn"] += 1
         t, T = st["turn"], st["max_turns"]
         bank = candidate_bank()
-        memory = self._memory(st)
+        short = self.concise
+        memory = self._memory(st, short)
 
         if st["test"] is None:
-            think = (f"{memory}\nHypotheses: all {len(st['alive']):,} rules of my grammar are possible (each of "
+            n = len(st["alive"])
+            think = (f"{memory}\nHypotheses: {n:,} rules.\nPlan: turn {t} of {T}: look up the test case." if short else
+                     f"{memory}\nHypotheses: all {n:,} rules of my grammar are possible (each of "
                      "a, b, c, d once, three operators among + - * / **, up to two squares).\n"
                      f"Plan: turn {t} of {T}. First I look up the test case's inputs.")
             st["last"] = ("search", None)
             return tool_call_text("search", "test", think), st
 
         n = len(st["alive"])
+        stop = None
         if st.get("unsupported"):
-            think = (f"{memory}\nHypotheses: none can be checked: {st['unsupported']}.\n"
-                     f"Plan: turn {t} of {T}. I cannot pin down the value, so I stop here.")
-            st["last"] = ("finish", None)
-            return f"<think>{think}</think>\n[finish]", st
-        if n == 0:
-            think = (f"{memory}\nHypotheses: no rule of my grammar fits these observations.\n"
-                     f"Plan: turn {t} of {T}. I cannot pin down the value, so I stop here.")
+            stop = (f"Hypotheses: none can be checked: {st['unsupported']}.",
+                    "I cannot pin down the value, so I stop here.")
+        elif n == 0:
+            stop = ("Hypotheses: no rule of my grammar fits these observations.",
+                    "I cannot pin down the value, so I stop here.")
+        elif st["last"][0] == "answer" and t >= T:  # rejected, and no turn left to probe before answering again
+            stop = (f"Hypotheses: {n:,} rules left." if short else f"Hypotheses: {n:,} candidate rules remain.",
+                    f"my {T} turns are spent, so I stop here.")
+        if stop is not None:
+            hyp, why = stop
+            think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}{': ' if short else '. '}{why}"
+            if not short and st["last"][0] == "answer":
+                think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}; {why}"
             st["last"] = ("finish", None)
             return f"<think>{think}</think>\n[finish]", st
 
         tkey = value_key(st["test_vals"], 6)
         uniq, first, counts = np.unique(tkey, return_index=True, return_counts=True)
         top = int(first[np.argmax(counts)])
-        if n == 1:
+        if short:
+            hyp = (f"Hypotheses: 1 rule left: f = {bank.render(int(st['alive'][0]))}." if n == 1 else
+                   f"Hypotheses: {n:,} rules left, {len(uniq):,} test value{'s' if len(uniq) > 1 else ''}, "
+                   f"e.g. f = {bank.render(int(st['alive'][top]))}.")
+        elif n == 1:
             hyp = f"Hypotheses: 1 candidate rule remains: f = {bank.render(int(st['alive'][0]))}."
         else:
             spread = "all give the same value" if len(uniq) == 1 else f"give {len(uniq):,} different values"
             hyp = (f"Hypotheses: {n:,} candidate rules remain, e.g. {self._examples(bank, st['alive'], top)}; "
                    f"they {spread} on the test case.")
         answer_value = float(st["test_vals"][top])
+        share = int(counts.max()) / n
 
         if len(uniq) == 1:
-            plan = (f"Plan: turn {t} of {T}. Every remaining rule gives f({_inputs(st['test'])}) = "
+            plan = (f"Plan: turn {t} of {T}: answer {_fmt(answer_value)}, the value of every rule left." if short else
+                    f"Plan: turn {t} of {T}. Every remaining rule gives f({_inputs(st['test'])}) = "
                     f"{_fmt(answer_value)}, so I answer it.")
             return self._answer(st, answer_value, memory, hyp, plan)
-        probe, expect = (None, math.inf) if t >= T else self._best_probe(st)
+        spent = st["allowance"] is not None and st["since_answer"] >= st["allowance"]
+        probe, expect = (None, math.inf) if t >= T or spent else self._best_probe(st)
         if probe is None:
-            share = int(counts.max()) / n
-            why = "this is my last turn" if t >= T else "no probe can split them further"
-            plan = (f"Plan: turn {t} of {T}; {why}, so I answer the most common value, "
-                    f"{_fmt(answer_value)} ({share:.0%} of the remaining rules).")
+            if short:
+                why = "last turn" if t >= T else "probes spent" if spent else "no probe splits them"
+                plan = f"Plan: turn {t} of {T}, {why}: answer the likeliest value, {_fmt(answer_value)} ({share:.0%})."
+            else:
+                why = ("this is my last turn" if t >= T else "I have used my probes for this answer" if spent
+                       else "no probe can split them further")
+                plan = (f"Plan: turn {t} of {T}; {why}, so I answer the most common value, "
+                        f"{_fmt(answer_value)} ({share:.0%} of the remaining rules).")
             return self._answer(st, answer_value, memory, hyp, plan)
-        plan = (f"Plan: turn {t} of {T}. Probe f({_inputs(probe)}): afterwards about {expect:.1f} "
+        plan = (f"Plan: turn {t} of {T}: probe f({_inputs(probe)}), about {expect:.1f} value{'s' if expect >= 1.05 else ''} left after."
+                if short else
+                f"Plan: turn {t} of {T}. Probe f({_inputs(probe)}): afterwards about {expect:.1f} "
                 f"test value{'s' if expect >= 1.05 else ''} should remain.")
         st["last"] = ("probe", probe)
+        st["since_answer"] += 1
         return tool_call_text("action", " ".join(map(str, probe)), f"{memory}\n{hyp}\n{plan}"), st
 
     @staticmethod
     def _answer(st: dict[str, Any], value: float, memory: str, hyp: str, plan: str) -> tuple[str, dict[str, Any]]:
         st["last"] = ("answer", value)
+        st["since_answer"] = 0
         return tool_call_text("answer", _fmt(value), f"{memory}\n{hyp}\n{plan}"), st
 
     @staticmethod
@@ -492,12 +554,12 @@ class FunctionSolver(Agent):
         return " or ".join(f"f = {bank.render(c)}" for c in picks)
 
     @staticmethod
-    def _memory(st: dict[str, Any]) -> str:
+    def _memory(st: dict[str, Any], short: bool = False) -> str:
         parts = []
         if st["test"] is not None:
-            parts.append(f"the test case is ({_inputs(st['test'])})")
+            parts.append(f"test ({_inputs(st['test'])})" if short else f"the test case is ({_inputs(st['test'])})")
         for p, v in st["probes"]:
             parts.append(f"f({_inputs(p)}) = {_fmt(v)}" if v is not None else f"f({_inputs(p)}) is undefined")
         if st["rejected"]:
-            parts.append("rejected answers: " + ", ".join(_fmt(v) for v in st["rejected"]))
-        return "Memory: " + ("; ".join(parts) if parts else "nothing observed yet") + "."
+            parts.append(("wrong: " if short else "rejected answers: ") + ", ".join(_fmt(v) for v in st["rejected"]))
+        return "Memory: " + ("; ".join(parts) if parts else "nothing yet" if short else "nothing observed yet") + "."

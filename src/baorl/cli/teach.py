@@ -33,6 +33,12 @@ def cmd_teach(args: argparse.Namespace) -> int:
                                      "max_tokens": args.max_tokens, "timeout": args.timeout}.items() if v is not None}
     elif any(v is not None for v in (args.base_url, args.temperature, args.max_tokens, args.timeout)):
         raise ValueError("--base-url, --temperature, --max-tokens and --timeout apply to openai: teachers only")
+    schedule = {k: v for k, v in {"deadline": args.deadline, "probes": args.probes,
+                                  "concise": args.concise or None}.items() if v is not None}
+    if schedule:
+        if args.teacher.removeprefix("scripted:") != "function-solver":
+            raise ValueError("--deadline, --probes and --concise apply to the function-solver teacher only")
+        options = schedule
     with episode_bar(console, f"{args.gym} · {args.teacher}") as bar:
         summary = teach(
             gym=args.gym, teacher=args.teacher, out=args.out, n=args.n, data=args.data, split=args.split,
@@ -71,6 +77,22 @@ def cmd_behaviour(args: argparse.Namespace) -> int:
     return 0
 
 
+def probe_range(text: str) -> tuple[int, int]:
+    """``LO-HI`` (or ``K``) as ``(lo, hi)``, for ``--probes``.
+
+    >>> probe_range("1-3"), probe_range("2")
+    ((1, 3), (2, 2))
+    """
+    lo, _, hi = text.partition("-")
+    try:
+        out = (int(lo), int(hi or lo))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO-HI or K (e.g. 1-3), got {text!r}") from None
+    if not 0 <= out[0] <= out[1]:
+        raise argparse.ArgumentTypeError(f"expected 0 <= LO <= HI, got {text!r}")
+    return out
+
+
 def add_parsers(sub: Any) -> None:
     """Register ``teach`` and ``behaviour`` on the `baorl` subparsers."""
     from baorl.cli.options import add_simulator_client_args, positive_int
@@ -100,6 +122,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--retries", type=int, default=2,
                    help="extra attempts for a task whose teacher endpoint failed or returned a malformed call")
     p.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
+    g = p.add_argument_group("the function-solver's budget schedule (default: off, plan for the gym's limit)")
+    g.add_argument("--deadline", type=positive_int, default=None, metavar="D",
+                   help="plan for D turns: answer by turn D; after a rejected answer on turn D, stop with [finish]")
+    g.add_argument("--probes", type=probe_range, default=None, metavar="LO-HI",
+                   help="answer after at most k probes since the last answer, k drawn per task from LO..HI")
+    g.add_argument("--concise", action="store_true", help="the short think text (same content, ~half the tokens)")
     g = p.add_argument_group("LLM teachers (openai:MODEL)")
     g.add_argument("--base-url", metavar="URL", default=None, help="endpoint (default $OPENAI_BASE_URL)")
     g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0)")

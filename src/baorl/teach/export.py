@@ -27,9 +27,12 @@ object per line::
 - An assistant message's content is ``<think>THINK</think>`` (empty when the turn had no think
   text). Rendered by the ``chatml-tools`` template, the conversation is exactly the text the
   rollout engine builds for the same turns.
-- Turns without a valid tool call (choice null: a malformed call, a call the gym refused, or
-  ``[finish]``) cannot be written as a call: the conversation stops before the first such turn
-  (decided here); an episode whose first turn is one gives no conversation.
+- An episode the agent ended with ``[finish]`` (termination ``finish``) ends with that turn as a
+  plain assistant message, ``<think>THINK</think>\n[finish]``: the text the rollout engine parses
+  as the stop, so a student learns when to stop (budget scheduling).
+- Other turns without a valid tool call (choice null: a malformed call, a call the gym refused)
+  cannot be written as a call: the conversation stops before the first such turn (decided here);
+  an episode whose first turn is one gives no conversation.
 
 **The ShareGPT file** (``*.sharegpt.jsonl``) holds the same conversations in LLaMA-Factory's
 ``sharegpt`` format (``{"conversations": [{"from": "human" | "function_call" | "observation",
@@ -114,6 +117,7 @@ def episode_to_conversation(
         if turn.choice is None:
             break
         kept.append(turn)
+    stop = ep.turns[-1] if ep.termination == "finish" and len(kept) == len(ep.turns) - 1 else None
     if not kept:
         return None
     if system_prompt is None or task_prompt is None:
@@ -127,8 +131,11 @@ def episode_to_conversation(
     for i, turn in enumerate(kept):
         messages.append({"role": "assistant", "content": f"<think>{turn.think}</think>" if turn.think else "",
                          "tool_calls": [_call(turn.choice, turn.content)]})
-        if i + 1 < len(kept):
+        if i + 1 < len(kept) or stop is not None:
             messages.append({"role": "tool", "content": _observation(turn.feedback, turn.reward, reward_in_obs)})
+    if stop is not None:
+        messages.append({"role": "assistant",
+                         "content": (f"<think>{stop.think}</think>\n" if stop.think else "") + "[finish]"})
     meta = {"gym": ep.gym, "task_id": ep.task_id, "policy": ep.policy, "score": ep.score, "success": ep.success}
     return {"messages": messages, "tools": [INTERACT_TOOL], "meta": meta}
 

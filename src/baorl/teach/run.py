@@ -245,6 +245,7 @@ def teach(
                 ep = Episode.model_validate({
                     **ep.model_dump(), "system_prompt": system_prompt, "task_prompt": task_prompt,
                     "teacher": teacher.name, "attempt": attempt,
+                    **({"teacher_options": teacher.options} if teacher.options else {}),
                 })
                 last = ep
                 if ep.termination != "no_tool_call":

@@ -6,7 +6,8 @@ an endpoint. `make_teacher` builds one from its name:
 - ``function-solver``: the programmatic Function teacher (`baorl.agents.function_solver`): it
   keeps every candidate rule consistent with the observations, probes where the candidates'
   test values disagree most, answers only when the value is determined, and writes its true
-  memory, hypotheses and plan in the think block. Function gym only.
+  memory, hypotheses and plan in the think block. Function gym only. Options: its budget
+  schedule (``deadline``, ``probes``, ``concise``; see `FunctionSolver`).
 - ``telepathy-questioner``: the attribute-splitting questioner for the embedded Telepathy set
   (`baorl.agents.telepathy_questioner`). It knows the embedded entities and question banks, so it
   cannot teach on another entity file (``data``).
@@ -42,6 +43,10 @@ PROGRAMMATIC: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "function-solver": ("scripted:function-solver", ("function",), True),
     "telepathy-questioner": ("scripted:telepathy-questioner", ("telepathy",), False),
 }
+
+
+#: the function-solver's budget schedule (`baorl.agents.function_solver.FunctionSolver`)
+SCHEDULE_OPTIONS = {"deadline", "probes", "concise"}
 
 
 class LLMTeacherAgent(OpenAIAgent):
@@ -90,6 +95,8 @@ class Teacher:
         policy: the agent spec written into each episode record's ``policy``.
         accepts_data: whether it can play tasks from a UserRL data file (``data=PATH``).
         build: makes a fresh agent for one episode.
+        options: a programmatic teacher's options (recorded with each episode); empty for LLM
+            teachers (their endpoint settings are not recorded).
     """
 
     name: str
@@ -98,6 +105,7 @@ class Teacher:
     policy: str
     accepts_data: bool
     build: Callable[[], Agent] = field(repr=False, compare=False)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def make_agent(self) -> Agent:
         """A fresh agent for one episode."""
@@ -122,16 +130,21 @@ def make_teacher(name: str, **options: Any) -> Teacher:
             ``openai:MODEL``.
         options: for LLM teachers, `OpenAIAgent`'s options (``base_url``, ``api_key``,
             ``temperature``, ``max_tokens``, ``max_retries``, ``backoff``, ``timeout``, ``extra_body``);
-            programmatic teachers take none.
+            ``function-solver``: its budget schedule (``deadline``, ``probes``, ``concise``); the
+            other programmatic teachers take none.
     """
     key = name.removeprefix("scripted:")
     if key in PROGRAMMATIC:
-        if options:
-            raise ValueError(f"teacher {name!r} takes no options, got {', '.join(sorted(options))}")
+        allowed = SCHEDULE_OPTIONS if key == "function-solver" else set()
+        if set(options) - allowed:
+            raise ValueError(f"teacher {name!r} takes {'only ' + ', '.join(sorted(allowed)) if allowed else 'no options'}, "
+                             f"got {', '.join(sorted(options))}")
         from baorl.agents import make_agent
 
         agent_spec, gyms, accepts_data = PROGRAMMATIC[key]
-        return Teacher(key, "programmatic", gyms, agent_spec, accepts_data, lambda: make_agent(agent_spec))
+        make_agent(agent_spec, **options)  # fail fast on bad values, before any episode
+        return Teacher(key, "programmatic", gyms, agent_spec, accepts_data, lambda: make_agent(agent_spec, **options),
+                       dict(options))
     kind, _, model = name.partition(":")
     if kind == "openai" and model.strip():
         LLMTeacherAgent(model, **options)  # fail fast on bad options, before any episode
