@@ -245,3 +245,57 @@ def test_answers_the_most_common_value_when_no_probe_can_help():
         values, counts = np.unique(np.round(state["test_vals"], 6), return_counts=True)
     assert "no probe can split them further" in out and "most common value" in out
     assert f'"content": "{values[counts.argmax()]:g}"' in out
+
+
+# ---- the budget schedule ---------------------------------------------------------------------------------
+def test_budget_schedule_keeps_its_deadline_and_stops_instead_of_guessing_again(shared_tasks):
+    from baorl.gyms.parser import parse_action
+
+    tasks = shared_tasks[:80]
+    solver = FunctionSolver(deadline=4, probes=(1, 2), concise=True)
+    eps = [play_episode(FunctionGym(t), solver) for t in tasks]
+    stops = [e for e in eps if e.termination == "finish"]
+    solved = [e for e in eps if e.termination == "solved"]
+    assert len(stops) + len(solved) == len(eps)  # every episode ends by the answer or the stop
+    assert 10 <= len(stops) <= 50 and len(solved) >= 30  # both kinds of demonstration are there
+    for e in eps:
+        assert len(e.turns) <= 5
+        choices = [t.choice for t in e.turns]
+        # turn 1 looks up the test case; at least one probe comes before any answer
+        assert choices[0] == "search" and choices[1] == "action"
+        # never an answer directly after a rejected answer: a rejection late in the budget ends it
+        assert not any(a == b == "answer" for a, b in zip(choices, choices[1:], strict=False))
+        assert all("of 4" in t.think for t in e.turns)
+    for e in stops:
+        assert e.turns[-2].choice == "answer" and "wrong" in e.turns[-2].feedback.lower()
+        assert "my 4 turns are spent, so I stop here" in e.turns[-1].think
+        assert e.user_actions == 1 and e.score == 0.0
+    # the allowance is drawn per task, the same every time: a replay gives the same episode
+    again = play_episode(FunctionGym(tasks[0]), FunctionSolver(deadline=4, probes=(1, 2), concise=True))
+    assert again.turns == eps[0].turns
+    # an allowance of one probe answers on turn 3 even when the rules still disagree
+    early = [e for e in eps if [t.choice for t in e.turns][:3] == ["search", "action", "answer"]]
+    assert early and any("probes spent" in e.turns[2].think for e in early)
+    assert parse_action("<think>x</think>\n[finish]").choice == "finish"
+
+
+def test_concise_think_says_the_same_in_fewer_words(shared_tasks):
+    for task in shared_tasks[:10]:
+        full = play_episode(FunctionGym(task), FunctionSolver())
+        short = play_episode(FunctionGym(task), FunctionSolver(concise=True))
+        # the same decisions (the schedule is off), in shorter think text
+        assert [(t.choice, t.content) for t in full.turns] == [(t.choice, t.content) for t in short.turns]
+        assert sum(len(t.think) for t in short.turns) < 0.8 * sum(len(t.think) for t in full.turns)
+        for t in short.turns:
+            assert t.think.startswith("Memory: ") and "\nHypotheses: " in t.think and "\nPlan: turn " in t.think
+        # the memory is the same facts: every probed value appears in the next turn's think
+        for prev, nxt in zip(short.turns, short.turns[1:], strict=False):
+            if prev.choice == "action":
+                assert f"f({', '.join(prev.content.split())}) = " in nxt.think
+
+
+def test_budget_schedule_rejects_bad_settings():
+    with pytest.raises(ValueError, match="deadline"):
+        FunctionSolver(deadline=1)
+    with pytest.raises(ValueError, match="probes"):
+        FunctionSolver(probes=(2, 1))

@@ -175,6 +175,7 @@ def test_tiny_sft_run_learns_saves_and_resumes(solved, tiny_dir, tmp_path):
     run_sft(config(path, tiny_dir, out, max_steps=14), resume=True)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 15))
+    assert [json.loads(x)["event"] for x in (out / "provenance.jsonl").read_text().splitlines()] == ["start", "resume"]
 
 
 def test_lora_run_saves_merged_weights(solved, tiny_dir, tmp_path):

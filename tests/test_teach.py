@@ -22,6 +22,7 @@ from baorl.agents.telepathy_questioner import TelepathyQuestioner
 from baorl.cli.main import main
 from baorl.gyms import load_tasks
 from baorl.gyms.function import FunctionGym, FunctionTask
+from baorl.gyms.parser import parse_action
 from baorl.gyms.telepathy import TelepathyGym
 from baorl.gyms.tool import INTERACT_TOOL
 from baorl.records import Episode, Turn, read_episodes
@@ -71,8 +72,16 @@ def test_make_teacher_names_and_errors():
     assert (llm.kind, llm.gyms, llm.make_agent().temperature) == ("llm", None, 0.5)
     with pytest.raises(ValueError, match="unknown teacher"):
         make_teacher("gpt-4o")
-    with pytest.raises(ValueError, match="takes no options"):
+    with pytest.raises(ValueError, match="takes only concise, deadline, probes"):
         make_teacher("function-solver", temperature=1.0)
+    with pytest.raises(ValueError, match="takes no options"):
+        make_teacher("telepathy-questioner", deadline=4)
+    with pytest.raises(ValueError, match="deadline must be at least 2"):
+        make_teacher("function-solver", deadline=1)
+    scheduled = make_teacher("function-solver", deadline=4, probes=(1, 2), concise=True)
+    agent = scheduled.make_agent()
+    assert (agent.deadline, agent.probes, agent.concise) == (4, (1, 2), True)
+    assert scheduled.options == {"deadline": 4, "probes": (1, 2), "concise": True}
     with pytest.raises(ValueError, match="teaches only function"):
         make_teacher("function-solver").check("telepathy")
     with pytest.raises(ValueError, match="embedded telepathy set"):
@@ -141,13 +150,41 @@ def test_export_renders_exactly_as_the_engine(shared_file, tokenizer, template):
         assert rendered == engine_text(renderer, cap)
 
 
-def test_export_stops_before_a_turn_without_a_call():
+def test_export_ends_a_finished_episode_with_the_stop_as_plain_text():
     gave_up = play_episode(FunctionGym(FunctionTask(id="x", rule="a + b + c + d + 1", test_case=[1, 2, 3, 4],
                                                     expected_result=11)), FunctionSolver())
     assert gave_up.termination == "finish" and gave_up.turns[-1].choice is None
     conv = episode_to_conversation(gave_up, system_prompt="S", task_prompt="U")
-    assert len([m for m in conv["messages"] if m["role"] == "assistant"]) == len(gave_up.turns) - 1
+    assistant = [m for m in conv["messages"] if m["role"] == "assistant"]
+    assert len(assistant) == len(gave_up.turns)
+    assert "tool_calls" not in assistant[-1] and assistant[-1]["content"].endswith("</think>\n[finish]")
+    assert "no rule of my grammar fits" in assistant[-1]["content"]
+    assert conv["messages"][-2]["role"] == "tool" and conv["messages"][-2]["content"] == gave_up.turns[-2].feedback
     assert validate_conversation(conv) is None and conv["meta"]["success"] is False
+    sharegpt = conversation_to_sharegpt(conv)["conversations"]
+    assert sharegpt[-1] == {"from": "gpt", "value": assistant[-1]["content"]}
+
+
+@pytest.mark.parametrize("template", ["chatml-tools", "qwen3"])
+def test_export_of_a_scheduled_stop_renders_exactly_as_the_engine(shared_file, tokenizer, template):
+    renderer = ChatRenderer(tokenizer, template)
+    stopped = 0
+    for task in load_tasks("function", shared_file)[:12]:
+        ep, cap = played(FunctionGym(task), FunctionSolver(deadline=4, probes=(1, 2), concise=True))
+        if ep.termination != "finish":
+            continue
+        stopped += 1
+        conv = episode_to_conversation(ep, data=shared_file)
+        assert validate_conversation(conv) is None
+        rendered = tokenizer.apply_chat_template(conv["messages"], tools=conv["tools"],
+                                                 chat_template=renderer.template, tokenize=False)
+        assert rendered == engine_text(renderer, cap)
+        # what the engine parses out of that last message is the stop itself
+        assert parse_action(conv["messages"][-1]["content"]).choice == "finish"
+    assert stopped >= 2
+
+
+def test_export_stops_before_a_turn_without_a_call():
     first_bad = Episode.from_turns(turns=[Turn(choice=None, think="x")], gym="function", task_id="x",
                                    termination="no_tool_call")
     assert episode_to_conversation(first_bad, system_prompt="S", task_prompt="U") is None
@@ -280,11 +317,22 @@ def test_cli_teach_function_end_to_end(tmp_path, shared_file):
     (["--teacher", "telepathy-questioner"], "teaches only telepathy"),
     (["--teacher", "function-solver", "--keep", "best"], "--keep"),
     (["--teacher", "function-solver", "--base-url", "http://x"], "openai: teachers only"),
+    (["--teacher", "telepathy-questioner", "--deadline", "4"], "function-solver teacher only"),
+    (["--teacher", "function-solver", "--deadline", "1"], "deadline must be at least 2"),
     ([], "--teacher is required"),
 ])
 def test_cli_teach_errors(tmp_path, capsys, argv, msg):
     rc = main(["teach", "--gym", "function", "--out", str(tmp_path / "o.jsonl"), *argv])
     assert rc == 2 and msg in capsys.readouterr().err.replace("\n", "")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("probes,msg", [("3-1", "0 <= LO <= HI"), ("two", "expected LO-HI")])
+def test_cli_teach_rejects_a_bad_probe_range(tmp_path, capsys, probes, msg):
+    with pytest.raises(SystemExit) as e:
+        main(["teach", "--gym", "function", "--out", str(tmp_path / "o.jsonl"), "--teacher", "function-solver",
+              "--probes", probes])
+    assert e.value.code == 2 and msg in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
 
 

@@ -284,6 +284,10 @@ def test_cli_train_runs_and_resume_continues(tiny_dir: Path, tmp_path: Path, cap
     assert main(["train", "--resume", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 1 and summary["policy"] == str(run / "best")
+    # each start and resume names the code it ran
+    prov = [json.loads(line) for line in (run / "provenance.jsonl").read_text().splitlines()]
+    assert [p["event"] for p in prov] == ["start", "resume"] and prov[1]["from_step"] == 1
+    assert all("commit" in p and p["argv"][1] == "train" for p in prov)
     assert f"policy:hf:{run / 'best'}" in out()
     # validation off: no best/, and the policy to evaluate is final/
     quiet = tmp_path / "quiet"

@@ -483,6 +483,7 @@ class FunctionSolver(Agent):
             return tool_call_text("search", "test", think), st
 
         n = len(st["alive"])
+        rejected = st["last"] is not None and st["last"][0] == "answer"  # (a right answer ends the episode)
         stop = None
         if st.get("unsupported"):
             stop = (f"Hypotheses: none can be checked: {st['unsupported']}.",
@@ -490,13 +491,13 @@ class FunctionSolver(Agent):
         elif n == 0:
             stop = ("Hypotheses: no rule of my grammar fits these observations.",
                     "I cannot pin down the value, so I stop here.")
-        elif st["last"][0] == "answer" and t >= T:  # rejected, and no turn left to probe before answering again
+        elif rejected and t >= T:  # no turn left to probe before answering again
             stop = (f"Hypotheses: {n:,} rules left." if short else f"Hypotheses: {n:,} candidate rules remain.",
                     f"my {T} turns are spent, so I stop here.")
         if stop is not None:
             hyp, why = stop
             think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}{': ' if short else '. '}{why}"
-            if not short and st["last"][0] == "answer":
+            if not short and rejected:
                 think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}; {why}"
             st["last"] = ("finish", None)
             return f"<think>{think}</think>\n[finish]", st

@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from baorl.provenance import set_command
+
+    set_command(["baorl", *(sys.argv[1:] if argv is None else argv)])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

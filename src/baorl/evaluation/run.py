@@ -346,6 +346,9 @@ def evaluate(
     if not single:  # the parts merged; unchanged on a rerun of a finished evaluation, so not rewritten
         merged = [e for g, s in jobs for e in read_episodes(out_dir / "parts" / f"{g}.seed{s}.jsonl")]
         _write_if_changed(records, merged)
+    from baorl.provenance import record_provenance
+
+    record_provenance(out_dir, "evaluated")
     return score_dir(out_dir, k=k, n_boot=n_boot, seed=boot_seed, report=report, max_report_chars=max_report_chars)
 
 

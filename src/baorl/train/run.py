@@ -10,6 +10,7 @@ A run directory holds::
     final/                 the policy at the end of the run
     metrics.jsonl          one record per logged step; tensorboard/ the same for TensorBoard
     summary.json           steps, wall time, best validation
+    provenance.jsonl       the code (git commit) of each start and resume (`baorl.provenance`)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from baorl.config import load_config, save_config
+from baorl.provenance import record_provenance
 from baorl.train.callbacks import MetricsFile, RichProgress
 from baorl.train.config import TrainConfig, use_cuda
 
@@ -134,6 +136,8 @@ def _run_train(cfg: TrainConfig, *, resume: str | None = None) -> dict[str, Any]
                   f"({cfg.train.tasks_per_step} tasks x {cfg.train.rollouts_per_task} per rollout batch) · "
                   f"score {cfg.bao.score}, credit {cfg.bao.credit}, penalties {'on' if cfg.bao.penalties else 'off'}"
                   + (f" · resuming from {checkpoint}" if checkpoint else ""), highlight=False)
+    record_provenance(run_dir, "resume" if checkpoint else "start",
+                      **({"from_step": resume_step} if checkpoint else {}))
     t0 = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_policy_at(run_dir / "final")

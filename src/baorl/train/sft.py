@@ -274,6 +274,9 @@ def run_sft(cfg: SFTRunConfig, *, resume: bool | str | None = None) -> Path:
     resume_from = _check_output(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    from baorl.provenance import record_provenance
+
+    record_provenance(out, "start" if resume_from is None else "resume")
     metrics = out / "metrics.jsonl"
     if resume_from is None:
         metrics.write_text("", encoding="utf-8")

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +56,12 @@ __all__ = ["BAOTrainer", "EpochRepeatSampler", "NonFiniteLossError", "grpo_args"
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stops before the update, keeping the last checkpoint."""
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, in GiB (since it started: a resumed run counts anew)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20  # bytes on macOS, KiB on Linux
 
 
 def bao_score(prompts: list, completions: list, bao_episode: list[ScoredEpisode], **_: Any) -> list[float | None]:
@@ -340,6 +348,7 @@ class BAOTrainer(GRPOTrainer):
             sum(sum(e.shaped) - sum(e.rewards) for e in scored) / n)
         m["time/rollout_s"].append(seconds)
         m["time/rollout_tokens_per_s"].append(stats.get("generated", 0) / max(seconds, 1e-9))
+        m["memory/peak_rss_gib"].append(peak_rss_gib())
 
     # ---- 2. BAO advantages -----------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
