@@ -36,8 +36,12 @@ def set_command(argv: list[str]) -> None:
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
     """``{"commit", "dirty", "version"}`` of the baorl code running now."""
-    from baorl import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        __version__ = version("baorl")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        __version__ = None
     src = Path(__file__).resolve().parent
     commit, dirty = None, None
     try:

@@ -185,20 +185,125 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 # ---- baorl compare / report ----------------------------------------------------------------------
+def _parse_groups(specs: list[str]) -> dict[str, list[str]]:
+    """``NAME=DIR1,DIR2,...`` options as ``{NAME: [DIR, ...]}``, in the order given.
+
+    >>> _parse_groups(["bao=runs/a,runs/b", "base=runs/c"])
+    {'bao': ['runs/a', 'runs/b'], 'base': ['runs/c']}
+    """
+    groups: dict[str, list[str]] = {}
+    for spec in specs:
+        name, eq, dirs = spec.partition("=")
+        name = name.strip()
+        parts = [d.strip() for d in dirs.split(",")]
+        if not eq or not name or not all(parts):
+            raise ValueError(f"--group {spec!r}: expected NAME=DIR1,DIR2,... (one directory per training seed)")
+        if name in groups:
+            raise ValueError(f"--group {name!r} given twice")
+        groups[name] = parts
+    return groups
+
+
+def _parse_pairs(specs: list[str], groups: dict[str, Any]) -> list[tuple[str, str]]:
+    """``A,B`` options as (A, B), checked against the group names."""
+    pairs = []
+    for spec in specs:
+        names = [n.strip() for n in spec.split(",")]
+        if len(names) != 2 or not all(names):
+            raise ValueError(f"--pair {spec!r}: expected NAME,NAME2 (two --group names)")
+        for n in names:
+            if n not in groups:
+                raise ValueError(f"--pair {spec!r}: no group {n!r}; the groups are {', '.join(groups) or 'none'}")
+        if names[0] == names[1]:
+            raise ValueError(f"--pair {spec!r}: pair two different groups")
+        pairs.append((names[0], names[1]))
+    return pairs
+
+
+def _seed_table(t: Any) -> Table:
+    """A rich table of one `baorl.evaluation.seeds.SeedTable` (cells as plain text, no markup).
+
+    A value and its interval share a line when the table fits the console, else the interval goes below.
+    """
+    from rich.text import Text
+
+    widths = [max(len(h), *(len(r[i]) for r in t.rows)) if t.rows else len(h) for i, h in enumerate(t.header)]
+    wide = sum(widths) + 2 * len(widths) <= console.width
+    table = Table(title=t.title, caption=t.note, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
+                  pad_edge=False, show_lines=not wide)
+    for i, h in enumerate(t.header):
+        table.add_column(h, justify="left" if i == 0 or h in ("gym", "estimate", "verdict") else "right",
+                         overflow="fold")
+    for row in t.rows:
+        table.add_row(*[Text(c if wide else c.replace(" [", "\n[")) for c in row])
+    return table
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from baorl.evaluation.metrics import choose_k
     from baorl.evaluation.report import write_report
     from baorl.evaluation.run import load_run
+    from baorl.evaluation.seeds import group_metrics, paired_difference, seed_table_markdown, seed_tables
+    from baorl.records import atomic_write
 
-    if len(args.dirs) < 2:
-        raise ValueError("compare needs at least two run directories")
-    runs = [load_run(d, val=args.val) for d in args.dirs]
+    groups = _parse_groups(args.group or [])
+    pairs = _parse_pairs(args.pair or [], groups)
+    if not groups:
+        if len(args.dirs) < 2:
+            raise ValueError("compare needs at least two run directories")
+        runs = [load_run(d, val=args.val) for d in args.dirs]
+        summary = None
+    else:
+        seen: dict[Path, str] = {}
+        members: dict[str, list[Any]] = {}
+        for name, dirs in [*groups.items(), *[(None, [d]) for d in args.dirs]]:
+            loaded = []
+            for i, d in enumerate(dirs):
+                run = load_run(d, val=args.val)
+                where = f"group {name!r}" if name is not None else "the ungrouped directories"
+                key = run.path.resolve()
+                if key in seen:
+                    raise ValueError(f"{d}: appears in {seen[key]} and in {where}; a directory belongs to one group")
+                seen[key] = where
+                if name is not None:
+                    run.label = f"{name}/s{i}"
+                loaded.append(run)
+            if name is None:  # an ungrouped directory: a policy of its own (one run)
+                name = loaded[0].label
+                if name in members:
+                    raise ValueError(f"{dirs[0]}: its name {name!r} is also a --group name or another directory's")
+            members[name] = loaded
+        runs = [r for rs in members.values() for r in rs]
+        if len(runs) < 2:
+            raise ValueError("compare needs at least two run directories")
+        K = args.k if args.k is not None else max(choose_k(r.episodes) for r in runs)
+        run_names = {n: [str(r.path) for r in rs] for n, rs in members.items()}
+        summary = group_metrics({n: [r.episodes for r in rs] for n, rs in members.items()}, K=K,
+                                n_boot=args.bootstrap, seed=args.bootstrap_seed, run_names=run_names)
+        summary["pairs"] = [paired_difference([r.episodes for r in members[a]], [r.episodes for r in members[b]],
+                                              n_boot=args.bootstrap, seed=args.bootstrap_seed, names=(a, b),
+                                              run_names=(run_names[a], run_names[b])) for a, b in pairs]
+        for n, rs in members.items():
+            summary["groups"][n]["labels"] = [r.label for r in rs]
     rep = write_report(runs, Path(args.out), k=args.k, n_boot=args.bootstrap, seed=args.bootstrap_seed,
-                       title=args.title, max_text_chars=args.max_report_chars)
+                       title=args.title, max_text_chars=args.max_report_chars, seed_groups=summary)
     console.print(metrics_table(rep.rows, rep.metrics, title="comparison", compare=True))
     console.print(table_legend(True), highlight=False)
+    written = [str(rep.html)]
+    if summary is not None:
+        for t in seed_tables(summary, summary["pairs"]):
+            console.print()
+            console.print(_seed_table(t))
+        stem = rep.html.with_name(rep.html.stem)
+        js, md = Path(f"{stem}-seeds.json"), Path(f"{stem}-seeds.md")
+        atomic_write(js, json.dumps(summary, indent=2) + "\n")
+        atomic_write(md, seed_table_markdown(summary, summary["pairs"]))
+        written += [str(js), str(md)]
     for n in rep.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
-    console.print(f"report {rep.html} · plots {', '.join(str(p) for p in rep.plots)}", highlight=False)
+    console.print(f"report {' · '.join(written)} · plots {', '.join(str(p) for p in rep.plots)}", highlight=False)
     return 0
 
 
@@ -259,9 +364,21 @@ def add_parsers(sub: Any) -> None:
                        description="Score several runs with one shared K and write one self-contained HTML report "
                                    "(metrics table, Pareto frontier of Pass@U-k against k with 95% bands, training "
                                    "curves, episode browser) plus the plots as PNG and SVG beside it. The runs must "
-                                   "cover the same gyms.")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="evaluation or training run directories (or records files)")
+                                   "cover the same gyms. --group NAME=DIR1,DIR2,... gathers the runs of one policy "
+                                   "trained with several seeds (each run is shown as NAME/sI); --pair NAME,NAME2 "
+                                   "compares two groups seed by seed.")
+    p.add_argument("dirs", nargs="*", metavar="DIR",
+                   help="evaluation or training run directories (or records files); with --group, each is a "
+                        "policy of its own (one run)")
     p.add_argument("--out", required=True, metavar="FILE", help="the HTML report to write, e.g. report.html")
+    p.add_argument("--group", action="append", metavar="NAME=DIR1,DIR2,...",
+                   help="a policy trained with several training seeds, one directory per seed (repeatable): adds "
+                        "the mean over seeds with a Student-t 95%% interval and the pooled metrics with a bootstrap "
+                        "interval over tasks, written to OUT_STEM-seeds.json and OUT_STEM-seeds.md")
+    p.add_argument("--pair", action="append", metavar="NAME,NAME2",
+                   help="paired comparison of two groups of as many runs (pair i = run i of each, the same training "
+                        "seed): differences NAME - NAME2 with t intervals over pairs and a paired bootstrap over "
+                        "tasks (repeatable)")
     p.add_argument("--title", default=None, help="the report's title")
     p.add_argument("--val", default="latest", help="training runs: validation records latest, best or STEP")
     _add_scoring(p)

@@ -377,14 +377,17 @@ class Report:
 
 
 def write_report(runs: Sequence[Run], out: str | Path, *, k: int | None = None, n_boot: int = N_BOOT, seed: int = 0,
-                 title: str | None = None, max_text_chars: int | None = MAX_REPORT_CHARS) -> Report:
+                 title: str | None = None, max_text_chars: int | None = MAX_REPORT_CHARS,
+                 seed_groups: dict[str, Any] | None = None) -> Report:
     """Score `runs` with one shared K and write the HTML report to `out`, its plots beside it.
 
     Plots: ``OUT_STEM-pareto.{png,svg}`` and, when a run has training curves,
     ``OUT_STEM-training.{png,svg}``. A single training run without validation records gives a
     report of its curves alone. The episode browser embeds at most `max_text_chars` characters of
     each turn's content, think and feedback (a longer text is cut, with a marker giving its
-    length; None embeds everything); the records keep the whole text.
+    length; None embeds everything); the records keep the whole text. `seed_groups` (a
+    `baorl.evaluation.seeds.group_metrics` result, with its ``pairs`` list of
+    `baorl.evaluation.seeds.paired_difference` results) adds a "Training seeds" section of its tables.
 
     Raises:
         ValueError: runs that cannot be compared (see `check_comparable`), or nothing to report.
@@ -433,6 +436,11 @@ def write_report(runs: Sequence[Run], out: str | Path, *, k: int | None = None, 
             f"<h2>Pareto frontier</h2>{_svg_img(pareto_svg, 'Pass@U-k against k')}"
             f"<h2>Pass@U-k</h2><p class='sub'>fraction of episodes solved within their first k user-involved "
             f"actions (hover a cell for its interval)</p>{_passk_table(metrics)}")
+    if seed_groups is not None:
+        from baorl.evaluation.seeds import seed_tables_html
+
+        sections.append("<h2>Training seeds</h2><p class='sub'>policies trained with several training seeds, one "
+                        "run per seed</p>" + seed_tables_html(seed_groups, seed_groups.get("pairs", ())))
     curves = {lab: r.train_metrics for lab, r in zip(labels, runs, strict=True) if r.train_metrics}
     fig = plot_training_curves(curves) if curves else None
     if fig is not None:

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The embedded-tier experiment (README -> Results): BAO against the UserRL baseline on the embedded
+# Function tasks, three training seeds each, from one behaviour-enhanced SFT start, on a 2-core CPU.
+#
+#   experiments/embedded_tier.sh            # every stage, in order; rerun it to continue
+#   experiments/embedded_tier.sh pairs      # one stage: data | sft | start | pairs | effort | compare
+#
+# Resumable at every point: finished runs are skipped, a started run resumes from its last
+# checkpoint (`baorl train --resume`), an evaluation resumes where it stopped. Nothing restarts from
+# scratch. Each run's provenance.jsonl names the commit of every start and resume.
+#
+# Seeds: BAO seed i and baseline seed i share the start, the data order (train.seed=i) and the
+# budget; they run side by side, one CPU thread each, with gradient checkpointing (the same math in
+# less memory: two runs must fit 24 GB). Every policy is evaluated greedily on all 78 Function test
+# tasks at the training budget (1,152 prompt + 1,024 response tokens, <= 256 per turn).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BAORL=${BAORL:-.venv/bin/baorl}
+OUT=${OUT:-runs/embedded}
+SEEDS=${SEEDS:-"0 1 2"}
+EFFORT_W=${EFFORT_W:-0.05}   # the effort-cost baseline's w per user-involved turn
+EVAL_ARGS=(--gym function --split test --max-prompt-tokens 1152 --max-response-tokens 1024
+           --max-new-tokens 256 --chat-template chatml-tools --batch-size 16)
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+
+train() {  # train NAME CONFIG SEED [--set ...]: start, resume or skip one run
+    local name=$1 config=$2 seed=$3; shift 3
+    local dir=$OUT/$name
+    if [[ -f $dir/final/config.json ]]; then log "$name: finished"; return; fi
+    if [[ -f $dir/config.yaml ]]; then
+        log "$name: resuming"; $BAORL train --resume "$dir" >>"$OUT/logs/$name.log" 2>&1
+    else
+        log "$name: starting"; mkdir -p "$OUT/logs"
+        $BAORL train "$config" --set "output_dir=$dir" --set "name=$name" --set "train.seed=$seed" \
+            --set train.gradient_checkpointing=true "$@" >>"$OUT/logs/$name.log" 2>&1
+    fi
+}
+
+evaluate() {  # evaluate NAME POLICY: greedy on the 78 test tasks (resumes by itself)
+    mkdir -p "$OUT/logs"
+    $BAORL eval --agent "hf:$2" "${EVAL_ARGS[@]}" --out "$OUT/eval/$1" >>"$OUT/logs/eval-$1.log" 2>&1
+    log "eval $1: done"
+}
+
+stage_data() {
+    # the budget-scheduled teacher: plans for 4 turns, answers after 1-2 probes, stops after a late rejection
+    [[ -f runs/teach/function.sft.jsonl ]] || $BAORL teach --gym function --teacher function-solver --n 460 \
+        --out runs/teach/function.jsonl --keep all --deadline 4 --probes 1-2 --concise
+}
+
+stage_sft() {
+    if [[ -f runs/sft-embedded/model/config.json ]]; then log "sft: finished"; return; fi
+    if compgen -G "runs/sft-embedded/checkpoints/checkpoint-*" >/dev/null; then
+        OMP_NUM_THREADS=2 $BAORL sft configs/sft-embedded.yaml --resume
+    else
+        OMP_NUM_THREADS=2 $BAORL sft configs/sft-embedded.yaml
+    fi
+}
+
+stage_start() { OMP_NUM_THREADS=2 evaluate sft-start runs/sft-embedded/model; }
+
+stage_pairs() {
+    for s in $SEEDS; do
+        train "bao-s$s" configs/bao-embedded.yaml "$s" & a=$!
+        train "userrl-s$s" configs/userrl-embedded.yaml "$s" & b=$!
+        wait $a; wait $b
+        evaluate "bao-s$s" "$OUT/bao-s$s/final" & a=$!
+        evaluate "userrl-s$s" "$OUT/userrl-s$s/final" & b=$!
+        wait $a; wait $b
+    done
+}
+
+stage_effort() {
+    for s in $SEEDS; do
+        train "effort-s$s" configs/userrl-embedded.yaml "$s" --set "bao.effort_cost=$EFFORT_W"
+        evaluate "effort-s$s" "$OUT/effort-s$s/final"
+    done
+}
+
+stage_compare() {
+    local groups=() bao=() base=() eff=()
+    for s in $SEEDS; do bao+=("$OUT/eval/bao-s$s"); base+=("$OUT/eval/userrl-s$s"); eff+=("$OUT/eval/effort-s$s"); done
+    groups+=(--group "BAO=$(IFS=,; echo "${bao[*]}")" --group "UserRL=$(IFS=,; echo "${base[*]}")")
+    [[ -d ${eff[0]} ]] && groups+=(--group "UserRL+effort=$(IFS=,; echo "${eff[*]}")")
+    $BAORL compare "$OUT/eval/sft-start" "${groups[@]}" --pair BAO,UserRL --out "$OUT/compare/embedded.html" \
+        --title "Embedded tier: BAO vs the UserRL baseline, 3 training seeds"
+}
+
+stages=("$@"); [[ ${#stages[@]} -gt 0 ]] || stages=(data sft start pairs effort compare)
+for st in "${stages[@]}"; do log "stage $st"; "stage_$st"; done
