@@ -3,7 +3,7 @@
 # Function tasks, three training seeds each, from one behaviour-enhanced SFT start, on a 2-core CPU.
 #
 #   experiments/embedded_tier.sh            # every stage, in order; rerun it to continue
-#   experiments/embedded_tier.sh pairs      # one stage: data | sft | start | pairs | effort | compare
+#   experiments/embedded_tier.sh pairs      # one stage: data | sft | start | pairs | effort | compare | publish
 #
 # Resumable at every point: finished runs are skipped, a started run resumes from its last
 # checkpoint (`baorl train --resume`), an evaluation resumes where it stopped. Nothing restarts from
@@ -88,5 +88,12 @@ stage_compare() {
         --title "Embedded tier: BAO vs the UserRL baseline, 3 training seeds"
 }
 
-stages=("$@"); [[ ${#stages[@]} -gt 0 ]] || stages=(data sft start pairs effort compare)
+stage_publish() {  # what the README links: tables, Pareto plot, curves (runs/ is not in git)
+    local doc=docs/results/embedded-tier-seeds
+    mkdir -p "$doc"
+    cp "$OUT/compare/embedded-seeds.md" "$OUT/compare/embedded-pareto.png" "$doc/"
+    .venv/bin/python experiments/embedded_curves.py "$OUT" --out "$doc/curves.png"
+}
+
+stages=("$@"); [[ ${#stages[@]} -gt 0 ]] || stages=(data sft start pairs effort compare publish)
 for st in "${stages[@]}"; do log "stage $st"; "stage_$st"; done

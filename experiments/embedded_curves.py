@@ -1,0 +1,69 @@
+"""Training curves of the embedded-tier runs, every seed of every policy on one figure.
+
+    python experiments/embedded_curves.py runs/embedded --out docs/results/embedded-tier-seeds/curves.png
+
+Reads RUN/metrics.jsonl of each run directory named POLICY-sSEED under the given folder and draws,
+per optimiser step, the four curves the README reports: the episodes' task score, user rate,
+shaped penalty (what BAO's regularisers took) and the share clipped by the token budget. Each point
+is the mean over that step's 16 training episodes (temperature 1), so single steps are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PANELS = (("episode/score", "task score"), ("episode/user_rate", "user rate"),
+          ("episode/shaped_penalty", "shaped penalty (shaped - raw)"),
+          ("episode/ended_token_budget", "share clipped by the budget"))
+STYLES = ("-", "--", ":", "-.")
+
+
+def read_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
+    runs: dict[str, dict[int, list[dict]]] = {}
+    for d in sorted(root.iterdir()):
+        m = re.fullmatch(r"(.+)-s(\d+)", d.name)
+        if m and (d / "metrics.jsonl").is_file():
+            rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            rows = [r for r in rows if "episode/score" in r]
+            runs.setdefault(m.group(1), {})[int(m.group(2))] = rows
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    runs = read_runs(args.root)
+    if not runs:
+        raise SystemExit(f"{args.root}: no POLICY-sSEED run directories with metrics.jsonl")
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (key, title), ax in zip(PANELS, axes, strict=True):
+        for c, (policy, seeds) in enumerate(sorted(runs.items())):
+            for seed, rows in sorted(seeds.items()):
+                pts = [(r["step"], r[key]) for r in rows if key in r]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), STYLES[seed % len(STYLES)], color=colours[c % len(colours)],
+                            marker="o", ms=3, label=f"{policy} s{seed}")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("training episodes per step (16 per step, temperature 1): every policy and seed", fontsize=10)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
