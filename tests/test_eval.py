@@ -97,9 +97,11 @@ def test_resume_same_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     # nothing left: the same command plays nothing
     code, printed, _ = run_cli(capsys, *args)
     assert code == 0 and "0 episodes played" in printed
-    # every completed evaluation command names the code it ran
+    # every evaluation command that played episodes names the code it ran
     prov = [json.loads(x) for x in (out / "provenance.jsonl").read_text().splitlines()]
-    assert [p["event"] for p in prov] == ["evaluated"] * 3 and all("commit" in p for p in prov)
+    # (the first run played 3, the resume 1, the rerun none: no line)
+    assert [(p["event"], p["episodes"]) for p in prov] == [("evaluated", 3), ("evaluated", 1)]
+    assert all("commit" in p for p in prov)
 
 
 def test_resume_refuses_another_evaluation(evals: dict[str, Path], tmp_path: Path,

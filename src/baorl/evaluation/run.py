@@ -322,6 +322,13 @@ def evaluate(
 
     records = out_dir / "episodes.jsonl"
     total = 0
+    played = 0
+
+    def done(ep: Episode) -> None:
+        nonlocal played
+        played += 1
+        if on_done is not None:
+            on_done(ep)
 
     def add_total(n: int) -> None:
         nonlocal total
@@ -337,7 +344,7 @@ def evaluate(
                 data=data, split=split, simulator=simulator if needs_user else None,
                 simulator_options=simulator_options if needs_user else None, limit=limit, seed=s,
                 concurrency=concurrency, engine_options=engine, agent_options=agent_options,
-                on_done=on_done, on_total=add_total, max_turn_chars=max_turn_chars,
+                on_done=done, on_total=add_total, max_turn_chars=max_turn_chars,
             )
     except BaseException:
         if fresh:
@@ -346,9 +353,10 @@ def evaluate(
     if not single:  # the parts merged; unchanged on a rerun of a finished evaluation, so not rewritten
         merged = [e for g, s in jobs for e in read_episodes(out_dir / "parts" / f"{g}.seed{s}.jsonl")]
         _write_if_changed(records, merged)
-    from baorl.provenance import record_provenance
+    if played:  # which code played these episodes (a rerun that plays nothing writes nothing)
+        from baorl.provenance import record_provenance
 
-    record_provenance(out_dir, "evaluated")
+        record_provenance(out_dir, "evaluated", episodes=played)
     return score_dir(out_dir, k=k, n_boot=n_boot, seed=boot_seed, report=report, max_report_chars=max_report_chars)
 
 
