@@ -268,7 +268,7 @@ def test_budget_schedule_keeps_its_deadline_and_stops_instead_of_guessing_again(
         assert all("of 4" in t.think for t in e.turns)
     for e in stops:
         assert e.turns[-2].choice == "answer" and "wrong" in e.turns[-2].feedback.lower()
-        assert "my 4 turns are spent, so I stop here" in e.turns[-1].think
+        assert "my answer was rejected and no turn is left to probe again, so I stop here" in e.turns[-1].think
         assert e.user_actions == 1 and e.score == 0.0
     # the allowance is drawn per task, the same every time: a replay gives the same episode
     again = play_episode(FunctionGym(tasks[0]), FunctionSolver(deadline=4, probes=(1, 2), concise=True))
@@ -276,6 +276,11 @@ def test_budget_schedule_keeps_its_deadline_and_stops_instead_of_guessing_again(
     # an allowance of one probe answers on turn 3 even when the rules still disagree
     early = [e for e in eps if [t.choice for t in e.turns][:3] == ["search", "action", "answer"]]
     assert early and any("probes spent" in e.turns[2].think for e in early)
+    # certain and uncertain answers are planned in the same words (the share of rules differs)
+    plans = [t.think.split("Plan: ")[1] for e in eps for t in e.turns if t.choice == "answer"]
+    assert all(re.fullmatch(r"turn \d of 4: answer \S+, the value of \d+% of the rules left( \(.+\))?\.", p)
+               for p in plans), plans[:5]
+    assert any("of 100% of" in p for p in plans) and any("of 100% of" not in p for p in plans)
     assert parse_action("<think>x</think>\n[finish]").choice == "finish"
 
 

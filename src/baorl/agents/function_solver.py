@@ -342,14 +342,18 @@ class FunctionSolver(Agent):
     - ``deadline=D``: its plan counts turns against D instead of the gym's limit ("turn t of D");
       on turn D it answers its most common value; when an answer is rejected with no turn left to
       probe before answering again (on turn D - 1 or later) it stops with ``[finish]`` rather than
-      guess again, so an episode has at most D + 1 turns;
+      guess again ("my answer was rejected and no turn is left to probe again, so I stop here"),
+      so an episode has at most D + 1 turns;
     - ``probes=(lo, hi)``: after at most k probes since its last answer, k drawn per task
       uniformly from lo..hi (seeded by the task id, so a task always gets the same k), it
       answers its most common value even when the rules still disagree; a rejected answer removes
       the rules giving it and the count starts again. This puts wrong answers, what follows
       them and the stop at the deadline into the demonstrations;
     - ``concise=True``: the think block states the same memory, hypotheses and plan in about
-      half the tokens (one example rule, short phrases).
+      two thirds of the tokens (one example rule, short phrases). A certain and an uncertain
+      answer are planned in the same words ("answer 7, the value of 12% of the rules left (probes
+      spent)"; "... of 100% ..."): a student's confident answers are mostly wrong too, and it must
+      recognise the rejection that follows either as the same situation.
 
     Args:
         max_turns: the turn budget to plan for when the gym's info does not give one.
@@ -493,7 +497,7 @@ class FunctionSolver(Agent):
                     "I cannot pin down the value, so I stop here.")
         elif rejected and t >= T:  # no turn left to probe before answering again
             stop = (f"Hypotheses: {n:,} rules left." if short else f"Hypotheses: {n:,} candidate rules remain.",
-                    f"my {T} turns are spent, so I stop here.")
+                    "my answer was rejected and no turn is left to probe again, so I stop here.")
         if stop is not None:
             hyp, why = stop
             think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}{': ' if short else '. '}{why}"
@@ -519,16 +523,17 @@ class FunctionSolver(Agent):
         share = int(counts.max()) / n
 
         if len(uniq) == 1:
-            plan = (f"Plan: turn {t} of {T}: answer {_fmt(answer_value)}, the value of every rule left." if short else
+            plan = (f"Plan: turn {t} of {T}: answer {_fmt(answer_value)}, the value of 100% of the rules left." if short else
                     f"Plan: turn {t} of {T}. Every remaining rule gives f({_inputs(st['test'])}) = "
                     f"{_fmt(answer_value)}, so I answer it.")
             return self._answer(st, answer_value, memory, hyp, plan)
         spent = st["allowance"] is not None and st["since_answer"] >= st["allowance"]
         probe, expect = (None, math.inf) if t >= T or spent else self._best_probe(st)
         if probe is None:
-            if short:
+            if short:  # phrased as the certain answer is, plus why it answers now
                 why = "last turn" if t >= T else "probes spent" if spent else "no probe splits them"
-                plan = f"Plan: turn {t} of {T}, {why}: answer the likeliest value, {_fmt(answer_value)} ({share:.0%})."
+                plan = (f"Plan: turn {t} of {T}: answer {_fmt(answer_value)}, the value of {share:.0%} of the rules "
+                        f"left ({why}).")
             else:
                 why = ("this is my last turn" if t >= T else "I have used my probes for this answer" if spent
                        else "no probe can split them further")
