@@ -20,7 +20,7 @@ OUT=${OUT:-runs/embedded}
 SEEDS=${SEEDS:-"0 1 2"}
 EFFORT_W=${EFFORT_W:-0.05}   # the effort-cost baseline's w per user-involved turn
 EVAL_ARGS=(--gym function --split test --max-prompt-tokens 1152 --max-response-tokens 1024
-           --max-new-tokens 256 --chat-template chatml-tools --batch-size 16)
+           --max-new-tokens 256 --chat-template chatml-tools --batch-size 32)
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
