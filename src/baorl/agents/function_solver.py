@@ -500,9 +500,8 @@ class FunctionSolver(Agent):
                     "my answer was rejected and no turn is left to probe again, so I stop here.")
         if stop is not None:
             hyp, why = stop
-            think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}{': ' if short else '. '}{why}"
-            if not short and rejected:
-                think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}; {why}"
+            sep = ": " if short else "; " if rejected else ". "
+            think = f"{memory}\n{hyp}\nPlan: turn {t} of {T}{sep}{why}"
             st["last"] = ("finish", None)
             return f"<think>{think}</think>\n[finish]", st
 

@@ -124,10 +124,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--max-turns", type=int, default=None, help="override the gym's turn limit")
     g = p.add_argument_group("the function-solver's budget schedule (default: off, plan for the gym's limit)")
     g.add_argument("--deadline", type=positive_int, default=None, metavar="D",
-                   help="plan for D turns: answer by turn D; after a rejected answer on turn D, stop with [finish]")
+                   help="plan for D turns: answer by turn D; after an answer rejected on turn D-1 or later, stop with [finish]")
     g.add_argument("--probes", type=probe_range, default=None, metavar="LO-HI",
                    help="answer after at most k probes since the last answer, k drawn per task from LO..HI")
-    g.add_argument("--concise", action="store_true", help="the short think text (same content, ~half the tokens)")
+    g.add_argument("--concise", action="store_true", help="the short think text (same content, ~3/4 of the tokens)")
     g = p.add_argument_group("LLM teachers (openai:MODEL)")
     g.add_argument("--base-url", metavar="URL", default=None, help="endpoint (default $OPENAI_BASE_URL)")
     g.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0)")

@@ -66,6 +66,7 @@ from baorl.evaluation.metrics import (
     episode_user_rate,
     score_episodes,
 )
+from baorl.evaluation.metrics import _num as _round_num
 from baorl.records import Episode
 
 __all__ = [
@@ -183,10 +184,7 @@ def _ci(pair: Sequence[float | None] | None) -> list[float] | None:
 
 
 def _r(x: Any) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return None if math.isnan(x) else round(x, 6)
+    return None if x is None else _round_num(x)
 
 
 def _entry(seeds: Sequence[float | None], pooled: float | None, pooled_ci: Sequence[float | None] | None
