@@ -139,6 +139,8 @@ def test_two_steps_move_the_policy_towards_positive_advantages(tiny_dir: Path, t
     rollouts = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 2 * 8 and {r["step"] for r in rollouts} == {0, 1}
     assert any(r["success"] for r in rollouts) and not all(r["success"] for r in rollouts)
+    live = [r["update/null_pass_frac"] for r in trainer.state.log_history if "update/null_pass_frac" in r]
+    assert len(live) == 2 and min(live) < 1.0  # mixed outcomes: passes with a gradient are not skipped
 
 
 def test_advantages_in_trls_batch_are_baos(tiny_dir: Path, tmp_path: Path) -> None:
@@ -163,6 +165,39 @@ def test_advantages_in_trls_batch_are_baos(tiny_dir: Path, tmp_path: Path) -> No
         expect = token_advantages(turn_credits(e.shaped, "r2g", gamma=0.8), adv[i], e.turn_lengths)
         assert row[mask[i].bool()].tolist() == pytest.approx(expect, abs=1e-6)
         assert row[~mask[i].bool()].abs().sum() == 0
+
+
+class AlwaysNo(YesNo):
+    """Every episode answers wrong: all rewards 0, so with the penalties off every advantage is 0."""
+
+    def __call__(self, contexts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
+        out = super().__call__(contexts, logits)
+        first = out[:, self.y] > -1e9  # a turn's first token: Y or N, sampled; here N is forced
+        out[first, self.y] = -1e9
+        out[first, self.n] = 0.0
+        return out
+
+
+@pytest.mark.parametrize("penalties", [False, True])
+def test_null_passes_are_skipped_and_change_nothing(tiny_dir: Path, tmp_path: Path, penalties: bool) -> None:
+    """A micro-batch whose advantages are all 0 has a zero gradient; skipping its forward/backward
+    must leave the run bit for bit what it was (AdamW still steps: momentum and weight decay). Without
+    penalties every episode here scores 0, so every pass is null; BAO's over-thinking penalty is the
+    same (-0.5) for every one-turn failure, so its passes are null too. (Live passes: the next test.)"""
+    weights, fracs = {}, {}
+    for skip in (True, False):
+        cfg = make_cfg(tiny_dir, tmp_path / f"run-{skip}", skip_null_passes=skip, weight_decay=0.1)
+        cfg.bao.penalties = penalties
+        cfg.rollout.max_turns = 1
+        trainer, tasks = build_trainer(cfg)
+        trainer._engine.logits_processor = AlwaysNo(trainer.processing_class, tasks[0].expected_result)
+        w0 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        trainer.train()
+        weights[skip] = trainer.model.state_dict()
+        fracs[skip] = [r["update/null_pass_frac"] for r in trainer.state.log_history if "update/null_pass_frac" in r]
+        assert any(not torch.equal(w0[k], v) for k, v in weights[skip].items())  # weight decay moved them
+    assert fracs[True] == [1.0, 1.0] and fracs[False] == [0.0, 0.0]
+    assert all(torch.equal(weights[True][k], v) for k, v in weights[False].items())
 
 
 class KillAfter(TrainerCallback):

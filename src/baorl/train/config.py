@@ -177,6 +177,9 @@ class TrainSection(OptimSection):
     report_to: list[Literal["tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
     log_completions: bool = False
     deepspeed: str | None = Field(None, description="a DeepSpeed JSON config (multi-GPU runs via accelerate)")
+    skip_null_passes: bool = Field(True, description="skip the forward/backward of a micro-batch whose "
+                                   "advantages are 0 on every trained token (its gradient is exactly 0, so "
+                                   "the update is unchanged); not with DeepSpeed or FSDP")
 
 
 class TrainConfig(StrictModel):

@@ -377,11 +377,19 @@ class BAOTrainer(GRPOTrainer):
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        mask = completion_mask * inputs["tool_mask"] if "tool_mask" in inputs else completion_mask
+        if self._null_pass(inputs["advantages"], mask):
+            # every trained token's advantage is 0, so is this micro-batch's gradient, exactly: give
+            # every parameter its zero gradient without the forward and backward passes (the
+            # optimiser, clipping and weight decay then see what the full pass would have given)
+            self._metrics["train"]["update/null_pass_frac"].append(1.0)
+            return sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad),
+                       torch.zeros((), device=completion_ids.device))
+        self._metrics["train"]["update/null_pass_frac"].append(0.0)
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
         logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
                                                              completion_ids.size(1))
-        mask = completion_mask * inputs["tool_mask"] if "tool_mask" in inputs else completion_mask
         old = inputs.get("old_per_token_logps")
         old = logps.detach() if old is None else old  # the update's precision either way
         sampled = inputs.get("sampling_per_token_logps")  # the rollout's, in the rollout's precision
@@ -411,6 +419,15 @@ class BAOTrainer(GRPOTrainer):
         if weights is not None:
             m["loss/tis_weight_mean"].append(float((weights * mask).sum() / mask.sum().clamp(min=1)))
         return loss
+
+    def _null_pass(self, advantages: torch.Tensor, mask: torch.Tensor) -> bool:
+        """Whether a micro-batch's loss has an exactly zero gradient: its advantages are 0 on every
+        token the loss sees (e.g. a GRPO group whose episodes all scored the same). PPO's clipped
+        objective is then ``-0 * ratio`` per token whatever the ratio, the dual clip included."""
+        if not self.cfg.train.skip_null_passes or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return False
+        adv = advantages.unsqueeze(1).expand_as(mask) if advantages.dim() == 1 else advantages
+        return not bool(((adv != 0) & mask.bool()).any())
 
     def _log_rollout_agreement(self, logps: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor) -> None:
         """Rollout/update agreement, in the first optimiser step after each rollout (the weights are
