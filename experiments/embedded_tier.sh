@@ -3,19 +3,19 @@
 # Function tasks, three training seeds each, from one behaviour-enhanced SFT start, on a 2-core CPU.
 #
 #   experiments/embedded_tier.sh            # every stage, in order; rerun it to continue
-#   experiments/embedded_tier.sh runs       # one stage: data | sft | start | runs (= pairs + effort) | compare | publish
+#   experiments/embedded_tier.sh runs       # one stage: data | sft | start | runs (BAO, UserRL, effort cost) | compare | publish
 #
 # Resumable at every point: finished runs are skipped, a started run resumes from its last
 # checkpoint (`baorl train --resume`), an evaluation resumes where it stopped. Nothing restarts from
 # scratch. Each run's provenance.jsonl names the commit of every start and resume.
 #
 # Seeds: BAO seed i and baseline seed i share the start, the data order (train.seed=i) and the
-# budget. The runs go through two workers, one CPU thread each: a worker takes the next run not yet
-# taken (pairs first, then the effort baseline), trains it and evaluates it. Every policy is
+# budget. The runs go through two lanes side by side, one CPU thread each (BAO runs in one; the
+# UserRL and effort-cost baselines in the other); each run is trained, then evaluated. Every policy is
 # evaluated greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024
 # response tokens, <= 256 per turn). Gradient checkpointing is off: with this start's short
-# episodes a run peaks at ~3.3 GB with it (measured, step 1 of the seed-0 pair), so two fit 24 GB
-# without it too; the seed-0 pair's step 1 ran with it (the same math).
+# episodes a run peaks at ~3.3 GB with it and ~10 GB without (measured, seed-0 pair), so a BAO run and
+# a baseline fit 24 GB without it; the seed-0 pair's step 1 ran with it (the same math).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BAORL=${BAORL:-.venv/bin/baorl}
@@ -76,29 +76,22 @@ job() {  # job NAME: train one run (start, resume or skip) and evaluate its fina
     evaluate "$name" "$OUT/$name/final"  # resumes where it stopped
 }
 
-workers() {  # two workers over the job list; a job is taken once (mkdir is atomic)
-    local claims; claims=$(mktemp -d "$OUT/.claims.XXXXXX")
-    worker() { for j in "$@"; do mkdir "$claims/$j" 2>/dev/null && job "$j"; done; }
-    worker "$@" & local a=$!
-    sleep 5; worker "$@" & local b=$!
-    local rc=0; wait $a || rc=$?; wait $b || rc=$?
-    rm -rf "$claims"; return $rc
+lanes() {  # lanes "A1 A2 ..." "B1 B2 ...": two lanes side by side, each runs its jobs in order
+    local a b rc=0
+    (for j in $1; do job "$j"; done) & a=$!
+    sleep 5; (for j in $2; do job "$j"; done) & b=$!
+    wait $a || rc=$?; wait $b || rc=$?
+    return $rc
 }
 
-stage_pairs() {
-    local jobs=(); for s in $SEEDS; do jobs+=("bao-s$s" "userrl-s$s"); done
-    workers "${jobs[@]}"
-}
-
-stage_effort() {
-    local jobs=(); for s in $SEEDS; do jobs+=("effort-s$s"); done
-    workers "${jobs[@]}"
-}
-
-stage_runs() {  # pairs, then the effort baseline, through the same two workers (no idle core between)
-    local jobs=(); for s in $SEEDS; do jobs+=("bao-s$s" "userrl-s$s"); done
-    for s in $SEEDS; do jobs+=("effort-s$s"); done
-    workers "${jobs[@]}"
+# BAO runs in one lane, the baselines in the other: a BAO update peaks at ~10 GB without gradient
+# checkpointing (measured, seed 0, step 2), so two at once could overrun 24 GB; a baseline run's
+# updates are mostly skipped null passes while it solves nothing (3.5 min a step, measured).
+stage_runs() {
+    local bao="" base=""
+    for s in $SEEDS; do bao+=" bao-s$s"; base+=" userrl-s$s"; done
+    for s in $SEEDS; do base+=" effort-s$s"; done
+    lanes "$bao" "$base"
 }
 
 stage_compare() {
