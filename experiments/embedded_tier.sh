@@ -3,7 +3,7 @@
 # Function tasks, three training seeds each, from one behaviour-enhanced SFT start, on a 2-core CPU.
 #
 #   experiments/embedded_tier.sh            # every stage, in order; rerun it to continue
-#   experiments/embedded_tier.sh runs       # one stage: data | sft | start | runs (BAO, UserRL, effort cost) | compare | publish
+#   experiments/embedded_tier.sh runs       # one stage: data | sft | start | runs (= bao + baselines) | compare | publish
 #
 # Resumable at every point: finished runs are skipped, a started run resumes from its last
 # checkpoint (`baorl train --resume`), an evaluation resumes where it stopped. Nothing restarts from
@@ -11,11 +11,10 @@
 #
 # Seeds: BAO seed i and baseline seed i share the start, the data order (train.seed=i) and the
 # budget. The runs go through two lanes side by side, one CPU thread each (BAO runs in one; the
-# UserRL and effort-cost baselines in the other); each run is trained, then evaluated. Every policy is
-# evaluated greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024
-# response tokens, <= 256 per turn). Gradient checkpointing is off: with this start's short
-# episodes a run peaks at ~3.3 GB with it and ~10 GB without (measured, seed-0 pair), so a BAO run and
-# a baseline fit 24 GB without it; the seed-0 pair's step 1 ran with it (the same math).
+# UserRL and effort-cost baselines in the other; see stage_runs); each run is trained, then
+# evaluated. Every policy is evaluated greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024
+# response tokens, <= 256 per turn). Gradient checkpointing: on for the baselines, off for BAO
+# (stage_runs says why); the seed-0 pair's step 1 ran with it on in both runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BAORL=${BAORL:-.venv/bin/baorl}
@@ -30,15 +29,16 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
 train() {  # train NAME CONFIG SEED [--set ...]: start, resume or skip one run
     local name=$1 config=$2 seed=$3; shift 3
-    local dir=$OUT/$name
+    local dir=$OUT/$name gc=false
+    [[ $name == bao-* ]] || gc=true  # see stage_runs
     if [[ -f $dir/final/config.json ]]; then log "$name: finished"; return; fi
     if [[ -f $dir/config.yaml ]]; then
-        log "$name: resuming"; $BAORL train --resume "$dir" --set train.gradient_checkpointing=false "$@" \
+        log "$name: resuming"; $BAORL train --resume "$dir" --set train.gradient_checkpointing=$gc "$@" \
             >>"$OUT/logs/$name.log" 2>&1
     else
         log "$name: starting"; mkdir -p "$OUT/logs"
         $BAORL train "$config" --set "output_dir=$dir" --set "name=$name" --set "train.seed=$seed" \
-            --set train.gradient_checkpointing=false "$@" >>"$OUT/logs/$name.log" 2>&1
+            --set train.gradient_checkpointing=$gc "$@" >>"$OUT/logs/$name.log" 2>&1
     fi
     log "$name: trained"
 }
@@ -84,15 +84,16 @@ lanes() {  # lanes "A1 A2 ..." "B1 B2 ...": two lanes side by side, each runs it
     return $rc
 }
 
-# BAO runs in one lane, the baselines in the other: a BAO update peaks at ~10 GB without gradient
-# checkpointing (measured, seed 0, step 2), so two at once could overrun 24 GB; a baseline run's
-# updates are mostly skipped null passes while it solves nothing (3.5 min a step, measured).
-stage_runs() {
-    local bao="" base=""
-    for s in $SEEDS; do bao+=" bao-s$s"; base+=" userrl-s$s"; done
-    for s in $SEEDS; do base+=" effort-s$s"; done
-    lanes "$bao" "$base"
-}
+# BAO runs in one lane, the baselines in the other. Memory decides the split: without gradient
+# checkpointing an update peaks at 11-13 GB (measured, seed-0 pair), so two at once overrun 24 GB.
+# BAO runs go without it (most of their passes have a gradient); the baselines go with it (~3.3 GB
+# peak): while they solve nothing their passes are null and skipped, so it costs them little. The
+# same math either way; only the wall time differs, and it is reported per run.
+bao_lane() { local l=""; for s in $SEEDS; do l+=" bao-s$s"; done; echo "$l"; }
+base_lane() { local l=""; for s in $SEEDS; do l+=" userrl-s$s"; done; for s in $SEEDS; do l+=" effort-s$s"; done; echo "$l"; }
+stage_runs() { lanes "$(bao_lane)" "$(base_lane)"; }
+stage_bao() { for j in $(bao_lane); do job "$j"; done; }                # one lane alone
+stage_baselines() { for j in $(base_lane); do job "$j"; done; }
 
 stage_compare() {
     local groups=() bao=() base=() eff=()
