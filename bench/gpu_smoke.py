@@ -487,7 +487,8 @@ def write_train_config(work: Path, *, shape: str, device: str, tasks: int, rollo
         "train": {"tasks_per_step": tasks, "rollouts_per_task": rollouts, "micro_batch_size": micro,
                   "max_steps": 1, "learning_rate": 1e-6, "val_every": 0, "val_at_start": False, "val_at_end": False,
                   "save_steps": 1, "save_total_limit": 1, "report_to": [], "bf16": cuda,
-                  "gradient_checkpointing": False, "seed": 0},
+                  "gradient_checkpointing": False, "seed": 0,
+                  "skip_null_passes": False},  # time every pass, even where all advantages are 0
     }
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -120,7 +120,8 @@ def main() -> None:
         "model": {"chat_template": "chatml-tools"},
         "rollout": {"max_turns": args.turns},
         "train": {"tasks_per_step": args.tasks, "rollouts_per_task": args.rollouts, "micro_batch_size": args.micro,
-                  "learning_rate": 1e-6, "report_to": [], "val_every": 0, "save_steps": 10_000},
+                  "learning_rate": 1e-6, "report_to": [], "val_every": 0, "save_steps": 10_000,
+                  "skip_null_passes": False},  # forced identical episodes: every pass would be null
     })
 
     # scoring, alone
@@ -225,7 +226,8 @@ def compare_precision(model, tok, tasks, args) -> None:
         "model": {"chat_template": "chatml-tools"},
         "rollout": {"max_turns": args.turns, "bf16": False},
         "train": {"tasks_per_step": args.tasks, "rollouts_per_task": args.rollouts, "micro_batch_size": args.micro,
-                  "learning_rate": 1e-6, "report_to": [], "val_every": 0, "save_steps": 10_000},
+                  "learning_rate": 1e-6, "report_to": [], "val_every": 0, "save_steps": 10_000,
+                  "skip_null_passes": False},  # forced identical episodes: every pass would be null
     })
     t0 = time.perf_counter()
     copy = RolloutWeights(model)
