@@ -3,8 +3,9 @@
     python experiments/embedded_curves.py runs/embedded --out docs/results/embedded-tier-seeds/curves.png
 
 Reads RUN/metrics.jsonl of each run directory named POLICY-sSEED under the given folder and draws,
-per optimiser step, the four curves the README reports: the episodes' task score, user rate,
-shaped penalty (what BAO's regularisers took) and the share clipped by the token budget. Each point
+per optimiser step, the curves the README reports: the episodes' task score, user rate, shaped
+penalty (what BAO's regularisers took), the share clipped by the token budget, and turns per episode
+(what the over-thinking penalty acts on). Each point
 is the mean over that step's 16 training episodes (temperature 1), so single steps are noisy.
 """
 
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 PANELS = (("episode/score", "task score"), ("episode/user_rate", "user rate"),
           ("episode/shaped_penalty", "shaped penalty (shaped - raw)"),
-          ("episode/ended_token_budget", "share clipped by the budget"))
+          ("episode/ended_token_budget", "share clipped by the budget"), ("episode/turns", "turns per episode"))
 STYLES = ("-", "--", ":", "-.")
 
 
