@@ -12,7 +12,7 @@
 # Seeds: BAO seed i and baseline seed i share the start, the data order (train.seed=i) and the
 # budget. The runs go through two lanes side by side, one CPU thread each (BAO runs in one; the
 # UserRL and effort-cost baselines in the other; see stage_runs); each run is trained, then
-# evaluated. Every policy is evaluated greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024
+# evaluated greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024
 # response tokens, <= 256 per turn). Gradient checkpointing: on for the baselines, off for BAO
 # (stage_runs says why); the seed-0 pair's step 1 ran with it on in both runs.
 set -euo pipefail
@@ -79,7 +79,7 @@ job() {  # job NAME: train one run (start, resume or skip) and evaluate its fina
 lanes() {  # lanes "A1 A2 ..." "B1 B2 ...": two lanes side by side, each runs its jobs in order
     local a b rc=0
     (for j in $1; do job "$j"; done) & a=$!
-    sleep 5; (for j in $2; do job "$j"; done) & b=$!
+    sleep 5; (for j in $2; do job "$j"; done) & b=$!  # (staggered: the two model loads do not collide)
     wait $a || rc=$?; wait $b || rc=$?
     return $rc
 }
@@ -92,8 +92,8 @@ lanes() {  # lanes "A1 A2 ..." "B1 B2 ...": two lanes side by side, each runs it
 bao_lane() { local l=""; for s in $SEEDS; do l+=" bao-s$s"; done; echo "$l"; }
 base_lane() { local l=""; for s in $SEEDS; do l+=" userrl-s$s"; done; for s in $SEEDS; do l+=" effort-s$s"; done; echo "$l"; }
 stage_runs() { lanes "$(bao_lane)" "$(base_lane)"; }
-stage_bao() { for j in $(bao_lane); do job "$j"; done; }                # one lane alone
-stage_baselines() { for j in $(base_lane); do job "$j"; done; }
+stage_bao() { for j in $(bao_lane); do job "$j"; done; }  # one lane alone
+stage_baselines() { for j in $(base_lane); do job "$j"; done; }  # the other lane alone
 
 stage_compare() {
     local groups=() bao=() base=() eff=()

@@ -378,14 +378,16 @@ class BAOTrainer(GRPOTrainer):
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         mask = completion_mask * inputs["tool_mask"] if "tool_mask" in inputs else completion_mask
-        if self._null_pass(inputs["advantages"], mask):
+        advantages = inputs["advantages"]  # per token, or per episode (then spread over its tokens)
+        advantages = advantages.unsqueeze(1).expand_as(mask) if advantages.dim() == 1 else advantages
+        null = self._null_pass(advantages, mask)
+        self._metrics["train"]["update/null_pass_frac"].append(float(null))
+        if null:
             # every trained token's advantage is 0, so is this micro-batch's gradient, exactly: give
             # every parameter its zero gradient without the forward and backward passes (the
             # optimiser, clipping and weight decay then see what the full pass would have given)
-            self._metrics["train"]["update/null_pass_frac"].append(1.0)
             return sum((p.sum() * 0.0 for p in model.parameters() if p.requires_grad),
                        torch.zeros((), device=completion_ids.device))
-        self._metrics["train"]["update/null_pass_frac"].append(0.0)
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
         logps, _, _ = self._get_per_token_logps_and_entropies(model, input_ids, attention_mask,
@@ -395,9 +397,6 @@ class BAOTrainer(GRPOTrainer):
         sampled = inputs.get("sampling_per_token_logps")  # the rollout's, in the rollout's precision
         if sampled is not None:
             self._log_rollout_agreement(logps.detach(), sampled, mask)
-        advantages = inputs["advantages"]
-        if advantages.dim() == 1:
-            advantages = advantages.unsqueeze(1).expand_as(logps)
         lc = self.cfg.loss
         weights = None
         if lc.rollout_correction == "tis" and sampled is not None:
@@ -426,8 +425,7 @@ class BAOTrainer(GRPOTrainer):
         objective is then ``-0 * ratio`` per token whatever the ratio, the dual clip included."""
         if not self.cfg.train.skip_null_passes or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return False
-        adv = advantages.unsqueeze(1).expand_as(mask) if advantages.dim() == 1 else advantages
-        return not bool(((adv != 0) & mask.bool()).any())
+        return not bool(((advantages != 0) & mask.bool()).any())
 
     def _log_rollout_agreement(self, logps: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor) -> None:
         """Rollout/update agreement, in the first optimiser step after each rollout (the weights are
