@@ -10,11 +10,11 @@
 # scratch. Each run's provenance.jsonl names the commit of every start and resume.
 #
 # Seeds: BAO seed i and baseline seed i share the start, the data order (train.seed=i) and the
-# budget. The runs go through two lanes side by side, one CPU thread each (BAO runs in one; the
-# UserRL and effort-cost baselines in the other; see stage_runs); each run is trained, then
-# evaluated greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024
-# response tokens, <= 256 per turn). Gradient checkpointing: on for the baselines, off for BAO
-# (stage_runs says why); the seed-0 pair's step 1 ran with it on in both runs.
+# budget. The runs go through two lanes side by side, one CPU thread each (lane A: the BAO runs, then
+# the last effort-cost run, without gradient checkpointing; lane B: the UserRL baselines, then the
+# other effort-cost runs, with it; stage_runs says why); each run is trained, then evaluated greedily
+# on all 78 Function test tasks at the training budget (1,152 prompt + 1,024 response tokens, <= 256
+# per turn). The seed-0 pair's step 1 ran with checkpointing on in both runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BAORL=${BAORL:-.venv/bin/baorl}
@@ -27,10 +27,9 @@ export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
-train() {  # train NAME CONFIG SEED [--set ...]: start, resume or skip one run
-    local name=$1 config=$2 seed=$3; shift 3
-    local dir=$OUT/$name gc=false
-    [[ $name == bao-* ]] || gc=true  # see stage_runs
+train() {  # train NAME CONFIG SEED GC [--set ...]: start, resume or skip one run (GC: see stage_runs)
+    local name=$1 config=$2 seed=$3 gc=$4; shift 4
+    local dir=$OUT/$name
     if [[ -f $dir/final/config.json ]]; then log "$name: finished"; return; fi
     if [[ -f $dir/config.yaml ]]; then
         log "$name: resuming"; $BAORL train --resume "$dir" --set train.gradient_checkpointing=$gc "$@" \
@@ -66,34 +65,41 @@ stage_sft() {
 
 stage_start() { OMP_NUM_THREADS=2 evaluate sft-start runs/sft-embedded/model; }
 
-job() {  # job NAME: train one run (start, resume or skip) and evaluate its final policy
-    local name=$1 seed=${1##*-s}
+job() {  # job NAME GC: train one run (start, resume or skip) and evaluate its final policy
+    local name=$1 gc=$2 seed=${1##*-s}
     case $name in
-        bao-*) train "$name" configs/bao-embedded.yaml "$seed" ;;
-        userrl-*) train "$name" configs/userrl-embedded.yaml "$seed" ;;
-        effort-*) train "$name" configs/userrl-embedded.yaml "$seed" --set "bao.effort_cost=$EFFORT_W" ;;
+        bao-*) train "$name" configs/bao-embedded.yaml "$seed" "$gc" ;;
+        userrl-*) train "$name" configs/userrl-embedded.yaml "$seed" "$gc" ;;
+        effort-*) train "$name" configs/userrl-embedded.yaml "$seed" "$gc" --set "bao.effort_cost=$EFFORT_W" ;;
+        *) log "unknown run name: $name"; return 1 ;;
     esac
     evaluate "$name" "$OUT/$name/final"  # resumes where it stopped
 }
 
 lanes() {  # lanes "A1 A2 ..." "B1 B2 ...": two lanes side by side, each runs its jobs in order
-    local a b rc=0
-    (for j in $1; do job "$j"; done) & a=$!
-    sleep 5; (for j in $2; do job "$j"; done) & b=$!  # (staggered: the two model loads do not collide)
+    local a b rc=0  # lane A without gradient checkpointing, lane B with it (see below)
+    (for j in $1; do job "$j" false; done) & a=$!
+    sleep "${LANE_STAGGER:-5}"; (for j in $2; do job "$j" true; done) & b=$!  # (staggered: the two model loads do not collide)
     wait $a || rc=$?; wait $b || rc=$?
     return $rc
 }
 
-# BAO runs in one lane, the baselines in the other. Memory decides the split: without gradient
-# checkpointing an update peaks at 11-13 GB (measured, seed-0 pair), so two at once overrun 24 GB.
-# BAO runs go without it (most of their passes have a gradient); the baselines go with it (~3.3 GB
-# peak): while they solve nothing their passes are null and skipped, so it costs them little. The
-# same math either way; only the wall time differs, and it is reported per run.
-bao_lane() { local l=""; for s in $SEEDS; do l+=" bao-s$s"; done; echo "$l"; }
-base_lane() { local l=""; for s in $SEEDS; do l+=" userrl-s$s"; done; for s in $SEEDS; do l+=" effort-s$s"; done; echo "$l"; }
-stage_runs() { lanes "$(bao_lane)" "$(base_lane)"; }
-stage_bao() { for j in $(bao_lane); do job "$j"; done; }  # one lane alone
-stage_baselines() { for j in $(base_lane); do job "$j"; done; }  # the other lane alone
+# Two lanes, one CPU thread each. Memory decides the split: without gradient checkpointing an update
+# peaks at 11-13 GB (measured, seed-0 pair), so two at once overrun 24 GB. Lane A runs without it:
+# the BAO runs (most of their passes have a gradient), then the last effort-cost run. Lane B runs with
+# it (3-8 GB peak): the UserRL baselines (while they solve nothing their passes are null and skipped,
+# so checkpointing costs them little), then the other effort-cost runs. The split balances the two
+# lanes' estimated wall time. The same math either way; only the wall time differs, reported per run.
+lane_a() { local l="" s; for s in $SEEDS; do l+=" bao-s$s"; done; echo "$l effort-s${SEEDS##* }"; }
+lane_b() {
+    local l="" s last=${SEEDS##* }
+    for s in $SEEDS; do l+=" userrl-s$s"; done
+    for s in $SEEDS; do [[ $s == "$last" ]] || l+=" effort-s$s"; done
+    echo "$l"
+}
+stage_runs() { lanes "$(lane_a)" "$(lane_b)"; }
+stage_bao() { for j in $(lane_a); do job "$j" false; done; }  # one lane alone
+stage_baselines() { for j in $(lane_b); do job "$j" true; done; }  # the other lane alone
 
 stage_compare() {
     local groups=() bao=() base=() eff=()

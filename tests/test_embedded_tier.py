@@ -1,0 +1,133 @@
+"""The embedded-tier driver (experiments/embedded_tier.sh) against a stand-in `baorl`.
+
+The driver runs for hours and is resumed across sessions, so what it decides must be right without
+a real run: which config, seed, effort cost and gradient-checkpointing setting each run gets, that a
+started run is resumed (never restarted) and a finished one skipped, and what `compare` is given.
+The stand-in records every call and makes the files a real run leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER = REPO / "experiments" / "embedded_tier.sh"
+
+FAKE_BAORL = r"""#!/usr/bin/env bash
+# records its arguments, one call per line, and leaves what a finished run or evaluation leaves
+printf '%q ' "$@" >>"$CALLS"; echo >>"$CALLS"
+cmd=$1; shift
+case $cmd in
+    train)
+        dir=""
+        while [[ $# -gt 0 ]]; do
+            case $1 in
+                --resume) dir=$2; shift 2 ;;
+                --set) [[ $2 == output_dir=* ]] && dir=${2#output_dir=}; shift 2 ;;
+                *) shift ;;
+            esac
+        done
+        mkdir -p "$dir/final"; touch "$dir/config.yaml"; echo '{}' >"$dir/final/config.json" ;;
+    eval)
+        while [[ $# -gt 0 ]]; do [[ $1 == --out ]] && mkdir -p "$2"; shift; done ;;
+esac
+"""
+
+
+def _run(tmp_path: Path, *stages: str) -> list[list[str]]:
+    fake = tmp_path / "baorl"
+    fake.write_text(FAKE_BAORL)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    calls.unlink(missing_ok=True)
+    env = {**os.environ, "BAORL": str(fake), "OUT": str(tmp_path / "out"), "CALLS": str(calls), "LANE_STAGGER": "0"}
+    proc = subprocess.run(["bash", str(DRIVER), *stages], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [shlex.split(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def _sets(call: list[str]) -> dict[str, str]:
+    return dict(call[i + 1].split("=", 1) for i, a in enumerate(call) if a == "--set")
+
+
+def _trains(calls: list[list[str]]) -> dict[str, list[str]]:
+    out = {}
+    for c in calls:
+        if c[0] != "train":
+            continue
+        name = Path(c[c.index("--resume") + 1]).name if "--resume" in c else _sets(c)["name"]
+        assert name not in out, f"{name} trained twice in one pass"
+        out[name] = c
+    return out
+
+
+def test_fresh_runs_get_their_config_seed_effort_cost_and_lane(tmp_path):
+    trains = _trains(calls := _run(tmp_path, "runs"))
+    names = {f"{p}-s{s}" for p in ("bao", "userrl", "effort") for s in (0, 1, 2)}
+    assert set(trains) == names
+    for name, call in trains.items():
+        policy, seed = name.split("-s")
+        sets = _sets(call)
+        assert "--resume" not in call
+        assert call[1] == f"configs/{'bao' if policy == 'bao' else 'userrl'}-embedded.yaml"
+        assert sets["train.seed"] == seed and sets["name"] == name
+        assert sets["output_dir"] == str(tmp_path / "out" / name)
+        assert sets.get("bao.effort_cost") == ("0.05" if policy == "effort" else None)
+        # lane A (no checkpointing): the BAO runs and the last effort run; lane B: the rest
+        lane_a = policy == "bao" or name == "effort-s2"
+        assert sets["train.gradient_checkpointing"] == ("false" if lane_a else "true"), name
+    evals = [c for c in calls if c[0] == "eval"]
+    assert sorted(Path(c[c.index("--out") + 1]).name for c in evals) == sorted(names)
+    for c in evals:
+        name = Path(c[c.index("--out") + 1]).name
+        assert c[c.index("--agent") + 1] == f"hf:{tmp_path / 'out' / name / 'final'}"
+        assert c[c.index("--split") + 1] == "test" and c[c.index("--max-response-tokens") + 1] == "1024"
+
+
+def test_each_lane_runs_its_jobs_in_order(tmp_path):
+    calls = _run(tmp_path, "runs")
+    order = [n for n in (_sets(c).get("name") for c in calls if c[0] == "train") if n]
+    lane_a = [n for n in order if n.startswith("bao") or n == "effort-s2"]
+    lane_b = [n for n in order if n not in lane_a]
+    assert lane_a == ["bao-s0", "bao-s1", "bao-s2", "effort-s2"]
+    assert lane_b == ["userrl-s0", "userrl-s1", "userrl-s2", "effort-s0", "effort-s1"]
+
+
+def test_started_runs_resume_and_finished_runs_are_skipped(tmp_path):
+    out = tmp_path / "out"
+    _run(tmp_path, "runs")
+    (out / "bao-s1" / "final" / "config.json").unlink()  # started, stopped before its end
+    (out / "effort-s0" / "final" / "config.json").unlink()
+    (out / "userrl-s2" / "final" / "config.json").unlink()
+    (out / "userrl-s2" / "config.yaml").unlink()  # never got its config: starts fresh
+    trains = _trains(calls := _run(tmp_path, "runs"))
+    assert set(trains) == {"bao-s1", "effort-s0", "userrl-s2"}
+    assert trains["bao-s1"][1:3] == ["--resume", str(out / "bao-s1")]
+    assert _sets(trains["bao-s1"]) == {"train.gradient_checkpointing": "false"}
+    assert trains["effort-s0"][1:3] == ["--resume", str(out / "effort-s0")]
+    assert _sets(trains["effort-s0"]) == {"train.gradient_checkpointing": "true", "bao.effort_cost": "0.05"}
+    assert "--resume" not in trains["userrl-s2"] and _sets(trains["userrl-s2"])["train.seed"] == "2"
+    assert len([c for c in calls if c[0] == "eval"]) == 9  # every evaluation is resumed (finished = a no-op)
+
+
+def test_compare_groups_the_seeds_and_pairs_bao_with_the_baseline(tmp_path):
+    _run(tmp_path, "runs")
+    (call,) = _run(tmp_path, "compare")
+    out = tmp_path / "out" / "eval"
+    groups = [call[i + 1] for i, a in enumerate(call) if a == "--group"]
+    assert call[:2] == ["compare", str(out / "sft-start")]
+    assert groups == [f"{label}={','.join(str(out / f'{p}-s{s}') for s in (0, 1, 2))}"
+                      for label, p in (("BAO", "bao"), ("UserRL", "userrl"), ("UserRL+effort", "effort"))]
+    assert call[call.index("--pair") + 1] == "BAO,UserRL"
+
+
+def test_an_unknown_stage_fails(tmp_path):
+    fake = tmp_path / "baorl"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    proc = subprocess.run(["bash", str(DRIVER), "nonsense"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "BAORL": str(fake), "OUT": str(tmp_path / "out")})
+    assert proc.returncode != 0
