@@ -27,25 +27,38 @@ export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
+ATTEMPTS=${ATTEMPTS:-3}  # a run or evaluation that dies (e.g. killed for memory) is resumed, up to this often
+
 train() {  # train NAME CONFIG SEED GC [--set ...]: start, resume or skip one run (GC: see stage_runs)
-    local name=$1 config=$2 seed=$3 gc=$4; shift 4
+    local name=$1 config=$2 seed=$3 gc=$4 attempt; shift 4
     local dir=$OUT/$name
     if [[ -f $dir/final/config.json ]]; then log "$name: finished"; return; fi
-    if [[ -f $dir/config.yaml ]]; then
-        log "$name: resuming"; $BAORL train --resume "$dir" --set train.gradient_checkpointing=$gc "$@" \
-            >>"$OUT/logs/$name.log" 2>&1
-    else
-        log "$name: starting"; mkdir -p "$OUT/logs"
-        $BAORL train "$config" --set "output_dir=$dir" --set "name=$name" --set "train.seed=$seed" \
-            --set train.gradient_checkpointing=$gc "$@" >>"$OUT/logs/$name.log" 2>&1
-    fi
-    log "$name: trained"
+    mkdir -p "$OUT/logs"
+    for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+        if [[ -f $dir/config.yaml ]]; then
+            log "$name: resuming"
+            $BAORL train --resume "$dir" --set train.gradient_checkpointing=$gc "$@" >>"$OUT/logs/$name.log" 2>&1 \
+                && { log "$name: trained"; return; }
+        else
+            log "$name: starting"
+            $BAORL train "$config" --set "output_dir=$dir" --set "name=$name" --set "train.seed=$seed" \
+                --set train.gradient_checkpointing=$gc "$@" >>"$OUT/logs/$name.log" 2>&1 \
+                && { log "$name: trained"; return; }
+        fi
+        log "$name: failed (attempt $attempt of $ATTEMPTS; see $OUT/logs/$name.log)"
+    done
+    return 1
 }
 
 evaluate() {  # evaluate NAME POLICY: greedy on the 78 test tasks (resumes by itself)
+    local attempt
     mkdir -p "$OUT/logs"
-    $BAORL eval --agent "hf:$2" "${EVAL_ARGS[@]}" --out "$OUT/eval/$1" >>"$OUT/logs/eval-$1.log" 2>&1
-    log "eval $1: done"
+    for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+        $BAORL eval --agent "hf:$2" "${EVAL_ARGS[@]}" --out "$OUT/eval/$1" >>"$OUT/logs/eval-$1.log" 2>&1 \
+            && { log "eval $1: done"; return; }
+        log "eval $1: failed (attempt $attempt of $ATTEMPTS; see $OUT/logs/eval-$1.log)"
+    done
+    return 1
 }
 
 stage_data() {

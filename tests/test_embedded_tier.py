@@ -30,22 +30,27 @@ case $cmd in
                 *) shift ;;
             esac
         done
-        mkdir -p "$dir/final"; touch "$dir/config.yaml"; echo '{}' >"$dir/final/config.json" ;;
+        mkdir -p "$dir"; touch "$dir/config.yaml"
+        name=$(basename "$dir")
+        if [[ " ${FAIL_ALWAYS:-} " == *" $name "* ]]; then exit 1; fi
+        if [[ " ${FAIL_ONCE:-} " == *" $name "* && ! -f $dir/.failed ]]; then touch "$dir/.failed"; exit 137; fi
+        mkdir -p "$dir/final"; echo '{}' >"$dir/final/config.json" ;;
     eval)
         while [[ $# -gt 0 ]]; do [[ $1 == --out ]] && mkdir -p "$2"; shift; done ;;
 esac
 """
 
 
-def _run(tmp_path: Path, *stages: str) -> list[list[str]]:
+def _run(tmp_path: Path, *stages: str, rc: int = 0, **env_extra: str) -> list[list[str]]:
     fake = tmp_path / "baorl"
     fake.write_text(FAKE_BAORL)
     fake.chmod(0o755)
     calls = tmp_path / "calls.txt"
     calls.unlink(missing_ok=True)
-    env = {**os.environ, "BAORL": str(fake), "OUT": str(tmp_path / "out"), "CALLS": str(calls), "LANE_STAGGER": "0"}
+    env = {**os.environ, "BAORL": str(fake), "OUT": str(tmp_path / "out"), "CALLS": str(calls), "LANE_STAGGER": "0",
+           **env_extra}
     proc = subprocess.run(["bash", str(DRIVER), *stages], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == (rc == 0), proc.stdout + proc.stderr
     return [shlex.split(line) for line in calls.read_text().splitlines()] if calls.exists() else []
 
 
@@ -111,6 +116,24 @@ def test_started_runs_resume_and_finished_runs_are_skipped(tmp_path):
     assert _sets(trains["effort-s0"]) == {"train.gradient_checkpointing": "true", "bao.effort_cost": "0.05"}
     assert "--resume" not in trains["userrl-s2"] and _sets(trains["userrl-s2"])["train.seed"] == "2"
     assert len([c for c in calls if c[0] == "eval"]) == 9  # every evaluation is resumed (finished = a no-op)
+
+
+def test_a_run_that_dies_is_resumed_and_one_that_keeps_failing_stops_its_lane(tmp_path):
+    out = tmp_path / "out"
+    calls = _run(tmp_path, "runs", FAIL_ONCE="bao-s1 userrl-s0")  # e.g. killed for memory mid-run
+    for name in ("bao-s1", "userrl-s0"):
+        mine = [c for c in calls if c[0] == "train" and f"{out / name} " in " ".join(c) + " "]
+        assert len(mine) == 2 and "--resume" not in mine[0] and mine[1][1:3] == ["--resume", str(out / name)]
+        assert (out / name / "final" / "config.json").exists()
+    assert all((out / f"{p}-s{s}" / "final").exists() for p in ("bao", "userrl", "effort") for s in (0, 1, 2))
+
+    (again := tmp_path / "again").mkdir()
+    calls = _run(again, "runs", rc=1, FAIL_ALWAYS="bao-s0", ATTEMPTS="2")
+    bao_s0 = [c for c in calls if c[0] == "train" and f"{again / 'out' / 'bao-s0'} " in " ".join(c) + " "]
+    assert len(bao_s0) == 2  # two attempts, then lane A stops: nothing after bao-s0 in it runs
+    names = {_sets(c).get("name") for c in calls if c[0] == "train"}
+    assert not names & {"bao-s1", "bao-s2", "effort-s2"}
+    assert {"userrl-s0", "userrl-s1", "userrl-s2", "effort-s0", "effort-s1"} <= names  # lane B is not held up
 
 
 def test_compare_groups_the_seeds_and_pairs_bao_with_the_baseline(tmp_path):
