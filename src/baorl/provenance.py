@@ -28,14 +28,20 @@ _COMMAND: list[str] | None = None
 
 
 def set_command(argv: list[str]) -> None:
-    """The command being run (`baorl.cli.main.main` sets it; else the process's argv is recorded)."""
+    """The command being run (`baorl.cli.main.main` sets it; else the process's argv is recorded).
+
+    It also pins `code_version` now, at the command's start: the code a process runs is the code it
+    loaded, even if the checkout moves on before an event is recorded (an evaluation records its
+    event when it ends, hours later)."""
     global _COMMAND
     _COMMAND = list(argv)
+    code_version()
 
 
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
-    """``{"commit", "dirty", "version"}`` of the baorl code running now."""
+    """``{"commit", "dirty", "version"}`` of the baorl code running now: read once per process, on the
+    first call (`set_command`, or the start of a run or an evaluation), and kept."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

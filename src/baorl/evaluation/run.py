@@ -273,8 +273,10 @@ def evaluate(
             another run's records or a training run.
     """
     from baorl.gyms import gym_class, load_tasks
+    from baorl.provenance import code_version
     from baorl.runs.runner import run_rollout
 
+    code_version()  # pinned now: the provenance line written at the end names the code that played
     out_dir = Path(out_dir)
     gyms = resolve_gyms(gym)
     seeds = sorted({int(s) for s in seeds})
