@@ -32,9 +32,11 @@ def read_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
     for d in sorted(root.iterdir()):
         m = re.fullmatch(r"(.+)-s(\d+)", d.name)
         if m and (d / "metrics.jsonl").is_file():
-            rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]
-            rows = [r for r in rows if "episode/score" in r]
-            runs.setdefault(m.group(1), {})[int(m.group(2))] = rows
+            last: dict[int, dict] = {}  # a step played again after a resume: its last record
+            for x in (d / "metrics.jsonl").read_text().splitlines():
+                if x.strip() and "episode/score" in (r := json.loads(x)):
+                    last[int(r["step"])] = r
+            runs.setdefault(m.group(1), {})[int(m.group(2))] = [last[k] for k in sorted(last)]
     return runs
 
 
@@ -46,7 +48,8 @@ def main() -> None:
     runs = read_runs(args.root)
     if not runs:
         raise SystemExit(f"{args.root}: no POLICY-sSEED run directories with metrics.jsonl")
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
+    fig, grid = plt.subplots(2, 3, figsize=(13.5, 7.0))
+    axes, legend_ax = grid.flat[: len(PANELS)], grid.flat[-1]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (key, title), ax in zip(PANELS, axes, strict=True):
         for c, (policy, seeds) in enumerate(sorted(runs.items())):
@@ -58,7 +61,8 @@ def main() -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    legend_ax.axis("off")
+    legend_ax.legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9, title="policy, training seed")
     fig.suptitle("training episodes per step (16 per step, temperature 1): every policy and seed", fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -124,11 +124,12 @@ stage_compare() {
         --title "Embedded tier: BAO vs the UserRL baseline, 3 training seeds"
 }
 
-stage_publish() {  # what the README links: tables, Pareto plot, curves (runs/ is not in git)
+stage_publish() {  # what the README links: tables, Pareto plot, curves, cost (runs/ is not in git)
     local doc=docs/results/embedded-tier-seeds
     mkdir -p "$doc"
     cp "$OUT/compare/embedded-seeds.md" "$OUT/compare/embedded-pareto.png" "$doc/"
     .venv/bin/python experiments/embedded_curves.py "$OUT" --out "$doc/curves.png"
+    .venv/bin/python experiments/embedded_cost.py "$OUT" --out "$doc/cost.md"
 }
 
 stages=("$@"); [[ ${#stages[@]} -gt 0 ]] || stages=(data sft start runs compare publish)

@@ -8,6 +8,7 @@ The stand-in records every call and makes the files a real run leaves behind.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -154,3 +155,41 @@ def test_an_unknown_stage_fails(tmp_path):
     proc = subprocess.run(["bash", str(DRIVER), "nonsense"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "BAORL": str(fake), "OUT": str(tmp_path / "out")})
     assert proc.returncode != 0
+
+
+def _fake_run(root: Path, name: str, steps: list[dict], provenance: list[dict]) -> None:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps) + '{"step": 9, "train_runtime": 1}\n')
+    (d / "provenance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in provenance))
+    (d / "config.yaml").write_text("train:\n  gradient_checkpointing: true\n")
+
+
+def _step(step: int, t: float, null: float, success: float = 0.0, rss: float = 3.0) -> dict:
+    return {"step": step, "step_time": t, "time/rollout_s": t / 2, "update/null_pass_frac": null,
+            "episode/score": success, "episode/success": success, "memory/peak_rss_gib": rss,
+            "episode/user_rate": 0.25, "episode/shaped_penalty": 0.0, "episode/ended_token_budget": 0.0,
+            "episode/turns": 4.0}
+
+
+def test_the_cost_table_reads_each_step_once_and_names_the_code_of_every_segment(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("embedded_cost", REPO / "experiments" / "embedded_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    a = "a" * 40
+    _fake_run(tmp_path, "bao-s0", [_step(1, 900, 0.25), _step(2, 500, 0.5, rss=11.0),
+                                   _step(3, 999, 1.0), _step(3, 300, 0.0, success=0.0625, rss=12.5)],  # step 3 replayed
+              [{"event": "start", "commit": a, "dirty": False, "argv": ["baorl", "train", "c.yaml"]},
+               {"event": "resume", "commit": "b" * 40, "dirty": True, "from_step": 2,
+                "argv": ["baorl", "train", "--resume", "x", "--set", "train.gradient_checkpointing=false"]}])
+    s = cost.summarise(tmp_path / "bao-s0")
+    assert s["steps"] == 3 and s["total_s"] == 1700 and s["later"] == (400, 300, 500)
+    assert s["solved"] == 1 and s["episodes"] == 48 and s["peak_gib"] == 12.5 and s["null"] == [0.25, 0.5, 0.0]
+    assert s["code"] == ["aaaaaaa from step 1, checkpointing on", "bbbbbbb+ from step 3, checkpointing off"]
+    _fake_run(tmp_path, "userrl-s0", [_step(1, 100, 1.0)], [])
+    rows = cost.table(tmp_path).splitlines()
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| bao-s0", "| userrl-s0"]
+    assert "1,700 s" in rows[2] and "400 s [300, 500]" in rows[2] and "1 of 48" in rows[2]
+    assert "| n/a |" in rows[3]  # one step: no later steps to average
