@@ -73,6 +73,19 @@ def test_resume_with_more_tasks_plays_only_the_new_ones(tmp_path: Path) -> None:
     assert m["overall"]["n"] == 5
 
 
+def test_resume_with_tuple_agent_options(tmp_path: Path) -> None:
+    """Agent options read back from the run's JSON identity as lists; a tuple given again is the same run."""
+    out, schedule = tmp_path / "run", {"deadline": 4, "probes": (1, 2), "concise": True}
+    evaluate("scripted:function-solver", "function", out, limit=1, n_boot=0, report=False, agent_options=schedule)
+    played: list[str] = []
+    m = evaluate("scripted:function-solver", "function", out, limit=2, n_boot=0, report=False,
+                 agent_options=schedule, on_done=lambda e: played.append(e.task_id))
+    assert played == [load_tasks("function", split="test")[1].id] and m["overall"]["n"] == 2
+    with pytest.raises(ValueError, match="another run's records"):  # a different schedule is another run
+        evaluate("scripted:function-solver", "function", out, limit=2, n_boot=0, report=False,
+                 agent_options={**schedule, "probes": (2, 2)})
+
+
 def test_resume_same_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     args = ["eval", "--agent", "scripted:random", "--gym", "function", "--n", "3", "--out", str(out),

@@ -53,7 +53,7 @@ def run_identity(*, agent: str, gym: str, data: str | None = None, split: str = 
     options that only change speed (`SPEED_ONLY`); a larger ``--n`` is the same run with more tasks.
     """
     cls = gym_class(gym)
-    return {
+    identity = {
         "gym": cls.name,
         "split": None if data else split,
         "data": str(Path(data).resolve()) if data else None,
@@ -64,6 +64,8 @@ def run_identity(*, agent: str, gym: str, data: str | None = None, split: str = 
         "agent_options": {k: v for k, v in sorted((agent_options or {}).items()) if k not in _AGENT_TRANSPORT},
         "save_tokens": bool(save_tokens),
     }
+    # as it reads back from the JSON file: a tuple option (e.g. probes (1, 2)) compares as a list
+    return json.loads(json.dumps(identity))
 
 
 def local_precision(engine_options: dict[str, Any] | None) -> dict[str, Any]:
