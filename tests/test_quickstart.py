@@ -24,8 +24,14 @@ def test_quickstart_pipeline_end_to_end(tmp_path: Path, capsys) -> None:
     for key in ("teacher", "base", "sft", "userrl", "bao"):
         m = json.loads((out / "eval" / key / "metrics.json").read_text())
         assert m["gyms"]["function"]["n"] == 2
-    teacher = json.loads((out / "eval" / "teacher" / "metrics.json").read_text())
-    assert teacher["gyms"]["function"]["score"] == 1.0
+    # the teacher data is the budget-scheduled solver's, stops kept: every episode is solved or stopped
+    # with [finish] inside the 4-turn plan, and both kinds are in the SFT data
+    records = [json.loads(x) for x in (out / "teach" / "function.jsonl").read_text().splitlines()]
+    ends = {r["termination"] for r in records}
+    assert len(records) == 460 and ends == {"solved", "finish"} and max(len(r["turns"]) for r in records) <= 5
+    assert len((out / "teach" / "function.sft.jsonl").read_text().splitlines()) == 460
+    meta = json.loads((out / "eval" / "teacher" / "episodes.jsonl.meta.json").read_text())
+    assert meta["agent"] == "scripted:function-solver" and meta["agent_options"]["deadline"] == 4
     text = " ".join(capsys.readouterr().out.split())
     assert "BAO" in text and "UserRL baseline" in text and "report:" in text
     # a rerun skips every training stage (nothing is retrained) and re-evaluates from the records

@@ -2,7 +2,8 @@
 
 Stages (each skipped when its output is already there, so an interrupted quickstart continues):
 
-1. teacher data: the Function solver plays the embedded training tasks (`baorl teach`);
+1. teacher data: the Function solver plays the embedded training tasks with the budget schedule
+   (`baorl teach --deadline 4 --probes 1-2 --concise --keep all`, as the embedded-tier experiment);
 2. SFT warm start: SmolLM2-135M-Instruct fine-tuned on the solver's conversations (`baorl sft`);
 3. BAO RL and the UserRL baseline, both from that SFT checkpoint, same budget and seed (`baorl train`);
 4. evaluation of base, SFT, baseline and BAO (and the teacher, for reference) on held-out Function
@@ -25,6 +26,12 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+
+
+# The teacher's budget schedule (README "Budget schedule"): plan for 4 turns, answer after 1-2 probes,
+# stop after a late rejected answer, concise think text. Its stops are kept (keep="all"): they teach
+# the student to end an episode inside the budget instead of answering until the budget runs out.
+TEACHER_SCHEDULE: dict[str, Any] = {"deadline": 4, "probes": (1, 2), "concise": True}
 
 
 @dataclass
@@ -104,7 +111,8 @@ def run_quickstart(out: Path, n: int | None = None, sizes: Sizes | None = None) 
 
     _stage("1. teacher data (Function solver, embedded training split)",
            teach_paths(teach_out)["sft"].exists(),
-           lambda: console.print(teach(gym="function", teacher="function-solver", out=teach_out).line()), timings)
+           lambda: console.print(teach(gym="function", teacher="function-solver", out=teach_out, keep="all",
+                                         teacher_options=TEACHER_SCHEDULE).line()), timings)
     _stage(f"2. SFT warm start (SmolLM2-135M, {sizes.sft_steps} steps)", (sft_dir / "model").exists(),
            lambda: run_sft(_sft_config(sft_dir, teach_paths(teach_out)["sft"], sizes.sft_steps)), timings)
     for name, run_dir, baseline in (("3a. BAO RL", bao_dir, False), ("3b. UserRL-baseline RL", base_dir, True)):
@@ -114,7 +122,7 @@ def run_quickstart(out: Path, n: int | None = None, sizes: Sizes | None = None) 
                    _rl_config(run_dir, sft_dir / "model", sizes, baseline=baseline),
                    resume=str(run_dir) if (run_dir / "config.yaml").exists() else None), timings)
 
-    agents = [("teacher (function-solver)", "scripted:function-solver", "teacher"),
+    agents = [("teacher (function-solver, scheduled)", "scripted:function-solver", "teacher"),
               ("base SmolLM2-135M", "hf:embedded", "base"),
               ("SFT", f"hf:{sft_dir / 'model'}", "sft"),
               ("UserRL baseline", f"hf:{base_dir / 'final'}", "userrl"),
@@ -125,6 +133,7 @@ def run_quickstart(out: Path, n: int | None = None, sizes: Sizes | None = None) 
         for label, agent, key in agents:
             console.print(f"evaluating {label} ({agent}) on {sizes.eval_tasks} Function test tasks")
             metrics[label] = evaluate(agent, "function", out / "eval" / key, split="test", limit=sizes.eval_tasks,
+                                      agent_options=TEACHER_SCHEDULE if key == "teacher" else None,
                                       engine_options={"batch_size": 16,
                                                       "max_response_tokens": sizes.max_response_tokens,
                                                       "max_new_tokens_per_turn": sizes.max_new_tokens_per_turn},
