@@ -12,9 +12,9 @@
 # Seeds: BAO seed i and baseline seed i share the start, the data order (train.seed=i) and the
 # budget. The runs go through two lanes side by side, one CPU thread each (lane A: the BAO runs, then
 # the effort-cost runs but the first, without gradient checkpointing; lane B: the UserRL baselines,
-# then the first effort-cost run, with it; stage_runs says why); each run is trained, then evaluated greedily
-# on all 78 Function test tasks at the training budget (1,152 prompt + 1,024 response tokens, <= 256
-# per turn). The seed-0 pair's step 1 ran with checkpointing on in both runs.
+# then the first effort-cost run, with it; stage_runs says why); each run is trained, then evaluated
+# greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024 response
+# tokens, <= 256 per turn). The seed-0 pair's step 1 ran with checkpointing on in both runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BAORL=${BAORL:-.venv/bin/baorl}
@@ -92,7 +92,8 @@ job() {  # job NAME GC: train one run (start, resume or skip) and evaluate its f
 lanes() {  # lanes "A1 A2 ..." "B1 B2 ...": two lanes side by side, each runs its jobs in order
     local a b rc=0  # lane A without gradient checkpointing, lane B with it (see below)
     (for j in $1; do job "$j" false; done) & a=$!
-    sleep "${LANE_STAGGER:-5}"; (for j in $2; do job "$j" true; done) & b=$!  # (staggered: the two model loads do not collide)
+    sleep "${LANE_STAGGER:-5}"  # staggered: the two model loads do not collide
+    (for j in $2; do job "$j" true; done) & b=$!
     wait $a || rc=$?; wait $b || rc=$?
     return $rc
 }

@@ -19,7 +19,7 @@ DRIVER = REPO / "experiments" / "embedded_tier.sh"
 
 FAKE_BAORL = r"""#!/usr/bin/env bash
 # records its arguments, one call per line, and leaves what a finished run or evaluation leaves
-printf '%q ' "$@" >>"$CALLS"; echo >>"$CALLS"
+line=$(printf '%q ' "$@"); printf '%s\n' "$line" >>"$CALLS"  # one append per call: the lanes run at once
 cmd=$1; shift
 case $cmd in
     train)

@@ -20,6 +20,13 @@ def test_provenance_names_this_checkout_and_appends_one_line_per_event(tmp_path)
     assert all(r["commit"] == v["commit"] and r["version"] == v["version"] and r["argv"] for r in rows)
 
 
+def _git_stub(run):
+    """A stand-in for the `subprocess` module as `baorl.provenance` sees it (nothing else is touched)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(run=run, SubprocessError=subprocess.SubprocessError)
+
+
 def test_an_evaluation_names_the_code_it_started_on_not_the_checkout_at_its_end(tmp_path, monkeypatch):
     """An evaluation writes its provenance line when it ends; the commit must be the one it loaded."""
     import baorl.provenance as prov
@@ -31,7 +38,7 @@ def test_an_evaluation_names_the_code_it_started_on_not_the_checkout_at_its_end(
         out = head["commit"] if "rev-parse" in cmd else ""
         return subprocess.CompletedProcess(cmd, 0, stdout=out + "\n", stderr="")
 
-    monkeypatch.setattr(prov.subprocess, "run", fake_git)
+    monkeypatch.setattr(prov, "subprocess", _git_stub(fake_git))  # provenance's git calls only
     prov.code_version.cache_clear()
     try:
         def checkout_moves_on(_episode):
@@ -50,8 +57,8 @@ def test_the_cli_pins_the_code_version_when_the_command_starts(monkeypatch):
     import baorl.provenance as prov
 
     calls = []
-    monkeypatch.setattr(prov.subprocess, "run",
-                        lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0, "c" * 40, ""))
+    monkeypatch.setattr(prov, "subprocess", _git_stub(
+        lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0, "c" * 40, "")))
     prov.code_version.cache_clear()
     try:
         prov.set_command(["baorl", "eval"])

@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="the whole BAO pipeline at small scale on the embedded default",
                        description="Teacher data, SFT warm start, BAO RL and the UserRL baseline from the same "
                                    "start, evaluation of base/SFT/baseline/BAO on held-out Function tasks, and the "
-                                   "comparison report, on the embedded SmolLM2-135M and a CPU (about 16 minutes on "
-                                   "2 cores). Rerunning skips the stages already done.")
+                                   "comparison report, on the embedded SmolLM2-135M and a CPU (17-26 minutes on 2 "
+                                   "cores, by CPU). Rerunning skips the stages already done.")
     p.add_argument("--out", default="runs/quickstart", help="output directory")
     p.add_argument("--n", type=positive_int, default=None, help="evaluation tasks (default 8)")
     p.add_argument("--sft-steps", type=int, default=None, help="SFT optimiser steps, one conversation each (default 30)")

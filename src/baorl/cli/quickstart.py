@@ -10,8 +10,8 @@ Stages (each skipped when its output is already there, so an interrupted quickst
    test tasks, greedy (`baorl eval`);
 5. the comparison report with the Pareto frontier (`baorl compare`).
 
-The sizes fit the 20-minute budget on a 2-core CPU (measured idle: 16.8 min; see the README); at
-this scale the RL stage demonstrates the pipeline, it is not a result.
+Measured idle on 2 cores: 16.8 min with bf16 units, 25.5 min on an AVX2-only CPU (fp32; see the
+README); at this scale the RL stage demonstrates the pipeline, it is not a result.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TEACHER_SCHEDULE: dict[str, Any] = {"deadline": 4, "probes": (1, 2), "concise": 
 
 @dataclass
 class Sizes:
-    """How much work each stage does (the defaults: 16.8 min measured on 2 idle cores)."""
+    """How much work each stage does (the defaults: 25.5 min measured on 2 idle AVX2 cores; see the README)."""
 
     sft_steps: int = 30
     rl_steps: int = 1
