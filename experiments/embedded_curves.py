@@ -12,7 +12,6 @@ episodes (temperature 1), so single steps are noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from embedded_cost import steps_of  # noqa: E402  (this folder: the script's own directory is on sys.path)
 
 PANELS = (("episode/score", "task score"), ("episode/user_rate", "user rate"),
           ("episode/shaped_penalty", "shaped penalty (shaped - raw)"),
@@ -32,11 +32,7 @@ def read_runs(root: Path) -> dict[str, dict[int, list[dict]]]:
     for d in sorted(root.iterdir()):
         m = re.fullmatch(r"(.+)-s(\d+)", d.name)
         if m and (d / "metrics.jsonl").is_file():
-            last: dict[int, dict] = {}  # a step played again after a resume: its last record
-            for x in (d / "metrics.jsonl").read_text().splitlines():
-                if x.strip() and "episode/score" in (r := json.loads(x)):
-                    last[int(r["step"])] = r
-            runs.setdefault(m.group(1), {})[int(m.group(2))] = [last[k] for k in sorted(last)]
+            runs.setdefault(m.group(1), {})[int(m.group(2))] = steps_of(d)  # a replayed step once
     return runs
 
 
