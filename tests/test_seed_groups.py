@@ -202,6 +202,20 @@ def test_verdict_follows_the_t_interval_over_pairs() -> None:
     assert m["answers"]["mean"] == pytest.approx(1.0)
 
 
+def test_a_gain_on_one_task_in_every_pair_is_not_significant_over_tasks() -> None:
+    # every A seed solves task t0 and nothing else, every B seed nothing: the pair differences are all
+    # 1/10, so the t interval over pairs is the point 0.1, but resampling the tasks often leaves t0 out
+    tasks = tuple(f"t{i}" for i in range(10))
+    a = [[ep(t, 1.0 if t == "t0" else 0.0) for t in tasks] for _ in range(3)]
+    b = flat_runs([0.0, 0.0, 0.0], tasks)
+    m = paired_difference(a, b, n_boot=400, seed=1)["overall"]["metrics"]["score"]
+    assert m["diffs"] == pytest.approx([0.1, 0.1, 0.1]) and m["t_ci"] == pytest.approx([0.1, 0.1])
+    assert m["boot_ci"][0] == 0.0 and m["verdict"] == "not significant over tasks"
+    # the same gain on every task holds against both: significant
+    wide = paired_difference(flat_runs([0.1, 0.1, 0.1], tasks), b, n_boot=400, seed=1)["overall"]["metrics"]["score"]
+    assert wide["boot_ci"] == pytest.approx([0.1, 0.1]) and wide["verdict"] == "significant"
+
+
 def test_pair_errors() -> None:
     with pytest.raises(ValueError, match="BAO has 3 runs and Base has 2.*same number of runs"):
         paired_difference(flat_runs([0.1, 0.2, 0.3]), flat_runs([0.1, 0.2]), n_boot=0, names=("BAO", "Base"))

@@ -30,9 +30,13 @@ pair i = run i of A with run i of B. For each metric of `PAIR_KEYS`, the per-pai
 d_i = metric(A_i) - metric(B_i) (each run's metric over its tasks), their mean and Student-t 95%
 interval over pairs (n = pairs, n-1 degrees of freedom), and a paired bootstrap over tasks (each
 resample of the tasks, with the generator above, gives mean_i of d_i on those tasks; percentile
-interval). Verdict: "significant" when the t interval over pairs excludes 0, "not significant"
-when it contains 0, "n/a" with one pair (no interval). The bootstrap interval is reported beside
-it: it covers task sampling only, not the training-seed variation the t interval is about.
+interval). The two intervals cover two sources of noise: the t interval the training seeds (the
+pairs play the same tasks), the bootstrap the sampling of the tasks. Verdict: "significant" only
+when both exclude 0 (a difference that holds against either kind of noise), "not significant"
+when the t interval contains 0, "not significant over tasks" when it excludes 0 but the bootstrap
+does not (e.g. every BAO seed solved one task more than its pair: the t interval is the point
+1/78 while resampling the tasks removes that task), "n/a" with one pair (no t interval). Without
+resamples the verdict follows the t interval alone.
 
 Shared decisions:
 
@@ -341,15 +345,25 @@ def _scope(pooled: dict[str, Any], alone: Sequence[dict[str, Any] | None],
 
 
 # ---- paired comparison ----------------------------------------------------------------------------
-def verdict(t_ci: Sequence[float] | None) -> str:
-    """"significant" when the interval excludes 0, "not significant" when it contains 0, "n/a" without one.
+def verdict(t_ci: Sequence[float] | None, boot_ci: Sequence[float] | None = None) -> str:
+    """The verdict on a paired difference from its t interval over pairs and its bootstrap over tasks.
+
+    "significant" when the t interval excludes 0 and so does the bootstrap interval (when there is
+    one); "not significant" when the t interval contains 0; "not significant over tasks" when only
+    the bootstrap contains 0; "n/a" without a t interval (one pair).
 
     >>> verdict([0.1, 0.3]), verdict([-0.1, 0.3]), verdict([-0.3, -0.1]), verdict(None)
     ('significant', 'not significant', 'significant', 'n/a')
+    >>> verdict([0.013, 0.013], [0.0, 0.038]), verdict([0.1, 0.3], [0.05, 0.4])
+    ('not significant over tasks', 'significant')
     """
     if t_ci is None:
         return "n/a"
-    return "significant" if t_ci[0] > 0 or t_ci[1] < 0 else "not significant"
+    if t_ci[0] <= 0 <= t_ci[1]:
+        return "not significant"
+    if boot_ci is not None and boot_ci[0] <= 0 <= boot_ci[1]:
+        return "not significant over tasks"
+    return "significant"
 
 
 def paired_difference(a: Sequence[Sequence[Episode]], b: Sequence[Sequence[Episode]], *, n_boot: int = N_BOOT,
@@ -369,7 +383,7 @@ def paired_difference(a: Sequence[Sequence[Episode]], b: Sequence[Sequence[Episo
         ``n_tasks`` and ``metrics: {KEY: ENTRY}`` for each key of `PAIR_KEYS`; an ENTRY holds ``a``
         and ``b`` (each run's value), ``diffs`` (a_i - b_i), ``mean``, ``t_ci`` (Student-t 95% over
         pairs, None with one pair), ``boot_ci`` (paired percentile bootstrap over tasks, None without
-        resamples) and ``verdict`` (`verdict` of ``t_ci``).
+        resamples) and ``verdict`` (`verdict` of ``t_ci`` and ``boot_ci``).
 
     Raises:
         ValueError: groups of different sizes, a run without records, or runs (of a group, or of a
@@ -438,7 +452,7 @@ def _pair_scope(n_tasks: int, point: Mapping[str, np.ndarray], boot: Mapping[str
             bci = _ci(_percentile(_nanmean(boot[key][:, :R] - boot[key][:, R:], axis=1)))
         out["metrics"][key] = {"a": [_r(x) for x in av], "b": [_r(x) for x in bv], "diffs": [_r(x) for x in d],
                                "mean": _r(ok.mean()) if len(ok) else None, "n_pairs": int(len(ok)), "t_ci": t,
-                               "boot_ci": bci, "verdict": verdict(t)}
+                               "boot_ci": bci, "verdict": verdict(t, bci)}
     return out
 
 
@@ -516,8 +530,8 @@ def seed_tables(summary: Mapping[str, Any], pairs: Sequence[Mapping[str, Any]] =
         tables.append(SeedTable(
             f"Paired: {p['a']} - {p['b']} ({p['n_pairs']} pairs, {p['overall']['n_tasks']} tasks)",
             f"pair i = run i of each group (same training seed); significant: the t interval over pairs "
-            f"(n = {p['n_pairs']}, {max(p['n_pairs'] - 1, 0)} df) excludes 0; the paired bootstrap resamples tasks "
-            f"({p['bootstrap']['samples']} resamples)",
+            f"(n = {p['n_pairs']}, {max(p['n_pairs'] - 1, 0)} df) excludes 0, and so does the paired bootstrap "
+            f"over tasks ({p['bootstrap']['samples']} resamples) when there is one",
             ["metric"] + ["gym"] * pmulti + ["A - B per pair", "mean", "t 95% (pairs)", "bootstrap 95% (tasks)",
                                              "verdict"], rows))
     return tables
