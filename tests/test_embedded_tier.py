@@ -37,7 +37,7 @@ case $cmd in
         if [[ " ${FAIL_ONCE:-} " == *" $name "* && ! -f $dir/.failed ]]; then touch "$dir/.failed"; exit 137; fi
         mkdir -p "$dir/final"; echo '{}' >"$dir/final/config.json" ;;
     eval)
-        while [[ $# -gt 0 ]]; do [[ $1 == --out ]] && mkdir -p "$2"; shift; done ;;
+        while [[ $# -gt 0 ]]; do [[ $1 == --out ]] && mkdir -p "$2" && echo '{}' >"$2/metrics.json"; shift; done ;;
 esac
 """
 
@@ -146,6 +146,14 @@ def test_compare_groups_the_seeds_and_pairs_bao_with_the_baseline(tmp_path):
     assert groups == [f"{label}={','.join(str(out / f'{p}-s{s}') for s in (0, 1, 2))}"
                       for label, p in (("BAO", "bao"), ("UserRL", "userrl"), ("UserRL+effort", "effort"))]
     assert call[call.index("--pair") + 1] == "BAO,UserRL"
+
+
+def test_compare_leaves_out_the_effort_group_until_every_seed_is_evaluated(tmp_path):
+    _run(tmp_path, "runs")
+    (tmp_path / "out" / "eval" / "effort-s2" / "metrics.json").unlink()  # an evaluation still running
+    (call,) = _run(tmp_path, "compare")
+    groups = [call[i + 1].split("=")[0] for i, a in enumerate(call) if a == "--group"]
+    assert groups == ["BAO", "UserRL"] and call[call.index("--pair") + 1] == "BAO,UserRL"
 
 
 def test_an_unknown_stage_fails(tmp_path):
