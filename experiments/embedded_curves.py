@@ -4,8 +4,8 @@
 
 Reads RUN/metrics.jsonl of each run directory named POLICY-sSEED under the given folder and draws,
 per optimiser step, the curves the README reports: the episodes' task score, user rate, shaped
-penalty (what BAO's regularisers took), the share clipped by the token budget, and turns per episode
-(what the over-thinking penalty acts on). Each point is the mean over that step's 16 training
+penalty (what BAO's regularisers took), the share clipped by the token budget, the share that ended
+without a tool call, and turns per episode (what the over-thinking penalty acts on). Each point is the mean over that step's 16 training
 episodes (temperature 1), so single steps are noisy.
 """
 
@@ -23,7 +23,8 @@ from embedded_cost import steps_of  # noqa: E402  (this folder: the script's own
 
 PANELS = (("episode/score", "task score"), ("episode/user_rate", "user rate"),
           ("episode/shaped_penalty", "shaped penalty (shaped - raw)"),
-          ("episode/ended_token_budget", "share clipped by the budget"), ("episode/turns", "turns per episode"))
+          ("episode/ended_token_budget", "share clipped by the budget"),
+          ("episode/ended_no_tool_call", "share ended without a tool call"), ("episode/turns", "turns per episode"))
 STYLES = ("-", "--", ":", "-.")
 
 
@@ -44,8 +45,8 @@ def main() -> None:
     runs = read_runs(args.root)
     if not runs:
         raise SystemExit(f"{args.root}: no POLICY-sSEED run directories with metrics.jsonl")
-    fig, grid = plt.subplots(2, 3, figsize=(13.5, 7.0))
-    axes, legend_ax = grid.flat[: len(PANELS)], grid.flat[-1]
+    fig, grid = plt.subplots(2, 3, figsize=(15.0, 7.0))
+    axes = grid.flat
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (key, title), ax in zip(PANELS, axes, strict=True):
         for c, (policy, seeds) in enumerate(sorted(runs.items())):
@@ -57,10 +58,9 @@ def main() -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
-    legend_ax.axis("off")
-    legend_ax.legend(*axes[0].get_legend_handles_labels(), loc="center", fontsize=9, title="policy, training seed")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=9, title="policy, training seed")
     fig.suptitle("training episodes per step (16 per step, temperature 1): every policy and seed", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(args.out)

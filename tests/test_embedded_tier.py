@@ -8,10 +8,12 @@ The stand-in records every call and makes the files a real run leaves behind.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,8 +183,6 @@ def _step(step: int, t: float, null: float, success: float = 0.0, rss: float = 3
 
 
 def test_the_cost_table_reads_each_step_once_and_names_the_code_of_every_segment(tmp_path):
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("embedded_cost", REPO / "experiments" / "embedded_cost.py")
     cost = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cost)
@@ -201,3 +201,26 @@ def test_the_cost_table_reads_each_step_once_and_names_the_code_of_every_segment
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| bao-s0", "| userrl-s0"]
     assert "1,700 s" in rows[2] and "400 s [300, 500]" in rows[2] and "1 of 48" in rows[2]
     assert "| n/a |" in rows[3]  # one step: no later steps to average
+
+
+def test_the_curves_figure_is_drawn_from_every_run_with_a_replayed_step_once(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "bao-s0", [_step(1, 900, 0.25), _step(2, 999, 1.0), _step(2, 500, 0.5)], [])
+    _fake_run(runs, "userrl-s1", [{**_step(1, 100, 1.0), "episode/ended_no_tool_call": 0.5}], [])
+    (runs / "compare").mkdir()  # not a POLICY-sSEED run: ignored
+    out = tmp_path / "doc" / "curves.png"
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / "embedded_curves.py"), str(runs), "--out",
+                           str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    spec = importlib.util.spec_from_file_location("embedded_curves", REPO / "experiments" / "embedded_curves.py")
+    curves = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        spec.loader.exec_module(curves)
+    finally:
+        sys.path.remove(str(REPO / "experiments"))
+    read = curves.read_runs(runs)
+    assert sorted(read) == ["bao", "userrl"] and [r["step"] for r in read["bao"][0]] == [1, 2]
+    assert read["bao"][0][1]["step_time"] == 500  # the replayed step counts once, its last run
+    assert "episode/ended_no_tool_call" in dict(curves.PANELS)
