@@ -5,8 +5,8 @@
 Reads RUN/metrics.jsonl of each run directory named POLICY-sSEED under the given folder and draws,
 per optimiser step, the curves the README reports: the episodes' task score, user rate, shaped
 penalty (what BAO's regularisers took), the share clipped by the token budget, the share that ended
-without a tool call, and turns per episode (what the over-thinking penalty acts on). Each point is the mean over that step's 16 training
-episodes (temperature 1), so single steps are noisy.
+without a tool call, and turns per episode (what the over-thinking penalty acts on). Each point is
+the mean over that step's 16 training episodes (temperature 1), so single steps are noisy.
 """
 
 from __future__ import annotations

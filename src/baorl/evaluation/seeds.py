@@ -35,8 +35,8 @@ pairs play the same tasks), the bootstrap the sampling of the tasks. Verdict: "s
 when both exclude 0 (a difference that holds against either kind of noise), "not significant"
 when the t interval contains 0, "not significant over tasks" when it excludes 0 but the bootstrap
 does not (e.g. every BAO seed solved one task more than its pair: the t interval is the point
-1/78 while resampling the tasks removes that task), "n/a" with one pair (no t interval). Without
-resamples the verdict follows the t interval alone.
+1/78, while many resamples of the tasks leave those tasks out), "n/a" with one pair (no t
+interval). Without resamples the verdict follows the t interval alone.
 
 Shared decisions:
 
