@@ -2,7 +2,8 @@
 
     python experiments/embedded_cost.py runs/embedded --out docs/results/embedded-tier-seeds/cost.md
 
-For every run directory POLICY-sSEED with a metrics.jsonl: the steps done, the wall time of all steps
+For every run directory POLICY-sSEED with a metrics.jsonl: the steps done ("(running)" until the run
+has written final/), the wall time of all steps
 (the trainer's `step_time`: rollout, advantages and update) and its mean [min, max] over the steps
 after the first (step 1 of a run pays one-off costs and, for the seed-0 pair, ran beside the test
 suite), the rollout's share, how many update passes were skipped as null (every advantage 0), the
@@ -58,6 +59,7 @@ def summarise(run: Path, episodes_per_step: int = 16) -> dict:
     return {
         "run": run.name,
         "steps": len(rows),
+        "finished": (run / "final" / "config.json").is_file(),  # what `baorl train` writes last
         "total_s": sum(times),
         "later": (statistics.mean(later), min(later), max(later)) if later else None,
         "rollout_s": statistics.mean(float(r["time/rollout_s"]) for r in rows) if rows else None,
@@ -83,7 +85,7 @@ def table(root: Path) -> str:
         null = (f"{min(s['null']):.0%}–{max(s['null']):.0%} a step (mean {statistics.mean(s['null']):.0%})"
                 if s["null"] else "n/a (not logged)")
         lines.append(
-            f"| {s['run']} | {s['steps']} | {s['total_s']:,.0f} s | {later} | {s['rollout_s']:,.0f} s | {null} "
+            f"| {s['run']} | {s['steps']}{'' if s['finished'] else ' (running)'} | {s['total_s']:,.0f} s | {later} | {s['rollout_s']:,.0f} s | {null} "
             f"| {s['solved']} of {s['episodes']} | {s['peak_gib']:.1f} GiB | {'; '.join(s['code']) or 'n/a'} |")
     return "\n".join(lines) + "\n"
 

@@ -197,7 +197,10 @@ def test_the_cost_table_reads_each_step_once_and_names_the_code_of_every_segment
     assert s["solved"] == 1 and s["episodes"] == 48 and s["peak_gib"] == 12.5 and s["null"] == [0.25, 0.5, 0.0]
     assert s["code"] == ["aaaaaaa from step 1, checkpointing on", "bbbbbbb+ from step 3, checkpointing off"]
     _fake_run(tmp_path, "userrl-s0", [_step(1, 100, 1.0)], [])
+    (tmp_path / "bao-s0" / "final").mkdir()
+    (tmp_path / "bao-s0" / "final" / "config.json").write_text("{}")  # finished; userrl-s0 still running
     rows = cost.table(tmp_path).splitlines()
+    assert rows[2].startswith("| bao-s0 | 3 | ") and rows[3].startswith("| userrl-s0 | 1 (running) | ")
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| bao-s0", "| userrl-s0"]
     assert "1,700 s" in rows[2] and "400 s [300, 500]" in rows[2] and "1 of 48" in rows[2]
     assert "| n/a |" in rows[3]  # one step: no later steps to average
