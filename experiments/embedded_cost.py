@@ -3,13 +3,13 @@
     python experiments/embedded_cost.py runs/embedded --out docs/results/embedded-tier-seeds/cost.md
 
 For every run directory POLICY-sSEED with a metrics.jsonl: the steps done ("(running)" until the run
-has written final/), the wall time of all steps
-(the trainer's `step_time`: rollout, advantages and update) and its mean [min, max] over the steps
-after the first (step 1 of a run pays one-off costs and, for the seed-0 pair, ran beside the test
-suite), the rollout's share, how many update passes were skipped as null (every advantage 0), the
-training episodes solved, peak RSS, and from provenance.jsonl the commit of each start and resume and
-whether gradient checkpointing was on. A step played again after a resume counts once (its last
-record). Nothing here is estimated: every figure is read from what the runs logged.
+has written final/), the wall time of all steps (the trainer's `step_time`: rollout, advantages and
+update) and its mean [min, max] over the steps after the first (step 1 of a run pays one-off costs
+and, for the seed-0 pair, ran beside the test suite), the rollout's share, how many update passes
+were skipped as null (every advantage 0), the training episodes solved, peak RSS, and from
+provenance.jsonl the commit of each start and resume and whether gradient checkpointing was on. A
+step played again after a resume counts once (its last record). Nothing here is estimated: every
+figure is read from what the runs logged.
 """
 
 from __future__ import annotations
