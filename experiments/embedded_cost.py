@@ -84,8 +84,9 @@ def table(root: Path) -> str:
         later = "{:,.0f} s [{:,.0f}, {:,.0f}]".format(*s["later"]) if s["later"] else "n/a"
         null = (f"{min(s['null']):.0%}–{max(s['null']):.0%} a step (mean {statistics.mean(s['null']):.0%})"
                 if s["null"] else "n/a (not logged)")
+        steps = f"{s['steps']}" + ("" if s["finished"] else " (running)")
         lines.append(
-            f"| {s['run']} | {s['steps']}{'' if s['finished'] else ' (running)'} | {s['total_s']:,.0f} s | {later} | {s['rollout_s']:,.0f} s | {null} "
+            f"| {s['run']} | {steps} | {s['total_s']:,.0f} s | {later} | {s['rollout_s']:,.0f} s | {null} "
             f"| {s['solved']} of {s['episodes']} | {s['peak_gib']:.1f} GiB | {'; '.join(s['code']) or 'n/a'} |")
     return "\n".join(lines) + "\n"
 

@@ -120,12 +120,12 @@ stage_compare() {
     local groups=() bao=() base=() eff=()
     for s in $SEEDS; do bao+=("$OUT/eval/bao-s$s"); base+=("$OUT/eval/userrl-s$s"); eff+=("$OUT/eval/effort-s$s"); done
     groups+=(--group "BAO=$(IFS=,; echo "${bao[*]}")" --group "UserRL=$(IFS=,; echo "${base[*]}")")
-    local done=0 d  # the effort-cost group goes in once every seed is evaluated (metrics.json is written last)
-    for d in "${eff[@]}"; do [[ -f $d/metrics.json ]] && done=$((done + 1)); done
-    if [[ $done -eq ${#eff[@]} ]]; then
+    local evaluated=0 d  # the effort-cost group goes in once every seed is evaluated (metrics.json is written last)
+    for d in "${eff[@]}"; do [[ -f $d/metrics.json ]] && evaluated=$((evaluated + 1)); done
+    if [[ $evaluated -eq ${#eff[@]} ]]; then
         groups+=(--group "UserRL+effort=$(IFS=,; echo "${eff[*]}")")
     else
-        log "compare: the effort-cost group is left out: $done of ${#eff[@]} runs evaluated"
+        log "compare: the effort-cost group is left out: $evaluated of ${#eff[@]} runs evaluated"
     fi
     $BAORL compare "$OUT/eval/sft-start" "${groups[@]}" --pair BAO,UserRL --out "$OUT/compare/embedded.html" \
         --title "Embedded tier: BAO vs the UserRL baseline, 3 training seeds"
