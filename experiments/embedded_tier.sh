@@ -11,8 +11,8 @@
 #
 # Seeds: BAO seed i and baseline seed i share the start, the data order (train.seed=i) and the
 # budget. The runs go through two lanes side by side, one CPU thread each (lane A: the BAO runs, then
-# the effort-cost runs but the first, without gradient checkpointing; lane B: the UserRL baselines,
-# then the first effort-cost run, with it; stage_runs says why); each run is trained, then evaluated
+# the second effort-cost run, without gradient checkpointing; lane B: the UserRL baselines, then the
+# first and third effort-cost runs, with it; lane_a says why); each run is trained, then evaluated
 # greedily on all 78 Function test tasks at the training budget (1,152 prompt + 1,024 response
 # tokens, <= 256 per turn). The seed-0 pair's step 1 ran with checkpointing on in both runs.
 set -euo pipefail
@@ -100,18 +100,19 @@ lanes() {  # lanes "A1 A2 ..." "B1 B2 ...": two lanes side by side, each runs it
 
 # Two lanes, one CPU thread each. Memory decides the split: without gradient checkpointing an update
 # peaks at 11-13 GiB (measured), so two at once overrun the VM's 23.5 GiB. Lane A runs without it:
-# the BAO runs, then every effort-cost run but the first. Lane B runs with it (3-10 GiB peak): the
-# UserRL baselines (while they solve nothing their passes are null and skipped, so checkpointing costs
-# them little), then the first effort-cost run. The effort-cost runs have a gradient on most steps
-# (measured: ~1,100 s a step with checkpointing), so they go mostly to the lane without it; the split
-# balances the lanes' wall time. The same math either way; only the wall time differs, reported per run.
-lane_a() {
-    local l="" s first=${SEEDS%% *}
-    for s in $SEEDS; do l+=" bao-s$s"; done
-    for s in $SEEDS; do [[ $s == "$first" ]] || l+=" effort-s$s"; done
+# the BAO runs, then the second effort-cost run. Lane B runs with it (3-11 GiB peak): the UserRL
+# baselines (while they solve nothing their passes are null and skipped, so checkpointing costs them
+# little), then the first and third effort-cost runs. The effort-cost runs have a gradient on most
+# steps (measured: ~1,100-1,450 s a step with checkpointing, ~700-1,040 s without), so they alternate
+# lanes and the two lanes end near each other. The same math either way; only the wall time differs,
+# reported per run.
+effort_runs() {  # effort_runs 0|1: the effort-cost runs in lane B (0: seeds 1st, 3rd, ...) or lane A (1)
+    local l="" s i=0
+    for s in $SEEDS; do (( i++ % 2 == $1 )) && l+=" effort-s$s"; done
     echo "$l"
 }
-lane_b() { local l="" s; for s in $SEEDS; do l+=" userrl-s$s"; done; echo "$l effort-s${SEEDS%% *}"; }
+lane_a() { local l="" s; for s in $SEEDS; do l+=" bao-s$s"; done; echo "$l$(effort_runs 1)"; }
+lane_b() { local l="" s; for s in $SEEDS; do l+=" userrl-s$s"; done; echo "$l$(effort_runs 0)"; }
 stage_runs() { lanes "$(lane_a)" "$(lane_b)"; }
 stage_bao() { for j in $(lane_a); do job "$j" false; done; }  # one lane alone
 stage_baselines() { for j in $(lane_b); do job "$j" true; done; }  # the other lane alone

@@ -84,8 +84,8 @@ def test_fresh_runs_get_their_config_seed_effort_cost_and_lane(tmp_path):
         assert sets["train.seed"] == seed and sets["name"] == name
         assert sets["output_dir"] == str(tmp_path / "out" / name)
         assert sets.get("bao.effort_cost") == ("0.05" if policy == "effort" else None)
-        # lane A (no checkpointing): the BAO runs and the effort runs but the first; lane B: the rest
-        lane_a = policy == "bao" or name in ("effort-s1", "effort-s2")
+        # lane A (no checkpointing): the BAO runs and the second effort run; lane B: the rest
+        lane_a = policy == "bao" or name == "effort-s1"
         assert sets["train.gradient_checkpointing"] == ("false" if lane_a else "true"), name
     evals = [c for c in calls if c[0] == "eval"]
     assert sorted(Path(c[c.index("--out") + 1]).name for c in evals) == sorted(names)
@@ -98,10 +98,10 @@ def test_fresh_runs_get_their_config_seed_effort_cost_and_lane(tmp_path):
 def test_each_lane_runs_its_jobs_in_order(tmp_path):
     calls = _run(tmp_path, "runs")
     order = [n for n in (_sets(c).get("name") for c in calls if c[0] == "train") if n]
-    lane_a = [n for n in order if n.startswith("bao") or n in ("effort-s1", "effort-s2")]
+    lane_a = [n for n in order if n.startswith("bao") or n == "effort-s1"]
     lane_b = [n for n in order if n not in lane_a]
-    assert lane_a == ["bao-s0", "bao-s1", "bao-s2", "effort-s1", "effort-s2"]
-    assert lane_b == ["userrl-s0", "userrl-s1", "userrl-s2", "effort-s0"]
+    assert lane_a == ["bao-s0", "bao-s1", "bao-s2", "effort-s1"]
+    assert lane_b == ["userrl-s0", "userrl-s1", "userrl-s2", "effort-s0", "effort-s2"]
 
 
 def test_started_runs_resume_and_finished_runs_are_skipped(tmp_path):
@@ -135,8 +135,8 @@ def test_a_run_that_dies_is_resumed_and_one_that_keeps_failing_stops_its_lane(tm
     bao_s0 = [c for c in calls if c[0] == "train" and f"{again / 'out' / 'bao-s0'} " in " ".join(c) + " "]
     assert len(bao_s0) == 2  # two attempts, then lane A stops: nothing after bao-s0 in it runs
     names = {_sets(c).get("name") for c in calls if c[0] == "train"}
-    assert not names & {"bao-s1", "bao-s2", "effort-s1", "effort-s2"}
-    assert {"userrl-s0", "userrl-s1", "userrl-s2", "effort-s0"} <= names  # lane B is not held up
+    assert not names & {"bao-s1", "bao-s2", "effort-s1"}
+    assert {"userrl-s0", "userrl-s1", "userrl-s2", "effort-s0", "effort-s2"} <= names  # lane B is not held up
 
 
 def test_compare_groups_the_seeds_and_pairs_bao_with_the_baseline(tmp_path):
