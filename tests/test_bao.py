@@ -98,6 +98,19 @@ def test_effort_cost_also_applies_to_failed_episodes():
     assert shape_rewards([0, 0], ["answer", "answer"], max_turns=2, effort_cost=0.1) == approx([-0.1, -0.105])
 
 
+def test_ending_penalty_lands_on_the_last_turn_of_a_bad_ending_only():
+    # off unless the episode ended badly, and off at size 0
+    assert shape_rewards([0, 0], ["search", None], max_turns=2, ending_penalty=0.5) == [0.0, 0.0]
+    assert shape_rewards([0, 0], ["search", None], max_turns=2, bad_ending=True) == [0.0, 0.0]
+    assert shape_rewards([0, 0], ["search", None], max_turns=2, ending_penalty=0.5, bad_ending=True) == [0.0, -0.5]
+    # every episode, as the effort cost: a reward does not exempt a bad ending
+    assert shape_rewards([0.5, 0], ["answer", None], max_turns=2, ending_penalty=0.5, bad_ending=True) == [0.5, -0.5]
+    # it adds to the over-thinking penalty (T' = 2 of 15: -(0.05 * 13 + 0.2) / 3 on turn 1)
+    assert shape_rewards([0, 0], ["search", None], ending_penalty=0.5, bad_ending=True) == approx([0.0, -0.85 / 3 - 0.5])
+    with pytest.raises(ValueError, match="ending_penalty"):
+        shape_rewards([0], [None], ending_penalty=-0.1, bad_ending=True)
+
+
 def test_failed_means_sum_of_unshaped_rewards_at_most_zero():
     # rewards cancel: sum 0 -> failed, penalties apply (T' = 2 of 3: -(0.05 + 0.2) / 3 on turn 1)
     assert shape_rewards([0.5, -0.5], ["search", "search"], max_turns=3) == approx([0.5, -0.5 - 0.25 / 3])

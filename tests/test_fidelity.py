@@ -154,6 +154,27 @@ def test_userrl_baseline_pipeline_by_hand() -> None:
             [adv[i]] * sum(t.turn_lengths))
 
 
+def test_ending_penalty_is_off_by_default_and_ranks_bad_endings_below_every_wellformed_failure() -> None:
+    """`bao.ending_penalty` (decided here, not in the official code) changes nothing at its default of 0;
+    at 0.5 under BAO's Sum score, a 2-turn episode that ended without a tool call (bao-s2's shortcut)
+    and a clipped one score below any failure that ended well-formed before the turn limit."""
+    assert [score_episode(t, BAOSection()).shaped for t in GROUP[:4]] == [S1, S2, approx(S3), S4]
+    bao = build_config(BAOSection, {"ending_penalty": 0.5})
+    scored = [score_episode(t, bao) for t in GROUP]
+    assert scored[0].shaped == approx(S1) and scored[3].shaped == approx(S4)  # solved; turn limit
+    assert scored[1].shaped == approx([-1.0]) and scored[2].shaped == approx(S3[:2] + [S3[2] - 0.5])
+    assert scored[4].trained is False  # a simulator error is still not trained on
+    shortcut = score_episode(traj([("search", 0.0, 2), (None, 0.0, 3)], termination="no_tool_call"), bao)
+    wellformed = [score_episode(traj([("action", 0.0, 1)] * (n - 1) + [("answer", 0.0, 1)], termination="finish"), bao)
+                  for n in range(1, T)]
+    assert shortcut.score < min(e.score for e in wellformed) and min(e.score for e in wellformed) == approx(-0.5)
+    # only the endings named: with no_tool_call alone, the clipped episode keeps its plain shaping
+    only = build_config(BAOSection, {"ending_penalty": 0.5, "penalised_endings": ["no_tool_call"]})
+    assert score_episode(GROUP[2], only).shaped == approx(S3)
+    with pytest.raises(Exception, match="penalised_endings"):
+        build_config(BAOSection, {"penalised_endings": ["solved"]})
+
+
 # ---- item 2: run length ------------------------------------------------------------------------------
 def test_paper_run_length_drops_the_partial_batch() -> None:
     from pathlib import Path

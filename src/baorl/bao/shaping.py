@@ -8,7 +8,9 @@ explicit effort cost that applies to every episode:
   another user-involved turn;
 - over-thinking regulariser: ``-(c_len * (T - T') + 0.2) / (T' + 1)`` on each turn after the first
   of a failed episode that ended early (``T' < T``); ``-0.5`` on a one-turn episode's only turn;
-- effort cost: ``-w`` on every user-involved turn of every episode (default ``w = 0``).
+- effort cost: ``-w`` on every user-involved turn of every episode (default ``w = 0``);
+- ending penalty: ``-e`` on the last turn of an episode that ended badly (the caller says which
+  endings are bad, e.g. no valid tool call or the token budget spent; default ``e = 0``).
 
 ``shaped_t = r_t + (sum of the penalties on turn t)``. Each regulariser is off entirely when its
 coefficient is 0, as in the official code (which runs each only for a coefficient > 0): with
@@ -58,6 +60,8 @@ def shape_rewards(
     c_rep: float = 0.005,
     c_len: float = 0.05,
     effort_cost: float = 0.0,
+    ending_penalty: float = 0.0,
+    bad_ending: bool = False,
     user_choices: Iterable[Hashable] = ("answer",),
     overthink_failed: str = "nonpositive",
 ) -> list[float]:
@@ -73,11 +77,12 @@ def shape_rewards(
                                                                  and T' > 1 and t >= 1
                         -0.5                                  if c_len > 0 and failed and T' < T and T' == 1
         effort_t      = -effort_cost                          if t in U   (every episode)
-        shaped_t      = r_t + rep_t + len_t + effort_t
+        end_t         = -ending_penalty                       if bad_ending and t == T' - 1
+        shaped_t      = r_t + rep_t + len_t + effort_t + end_t
 
     A regulariser whose coefficient is 0 is off entirely (bao.md §3): ``c_len = 0`` removes the
-    0.2 base and the -0.5 too, so with ``c_rep = c_len = effort_cost = 0`` the result is the raw
-    rewards.
+    0.2 base and the -0.5 too, so with ``c_rep = c_len = effort_cost = ending_penalty = 0`` the
+    result is the raw rewards.
 
     Args:
         rewards: the gym's step rewards ``r_t``, one per turn (unshaped).
@@ -88,6 +93,13 @@ def shape_rewards(
             the plotted run); 0 switches the over-thinking regulariser off.
         effort_cost: explicit user-effort cost ``w`` per user-involved turn, for the ``w``-sweep
             baseline (decided here: default 0).
+        ending_penalty: the size ``e`` of the ending penalty (decided here, not in the paper or the
+            official code: default 0, off). It exists because both regularisers above can be gamed
+            by ending badly: a short failure is penalised less than a long one, and a failure that
+            never asks the user costs no effort (README, Results).
+        bad_ending: whether this episode ended badly (the caller decides; the trainer uses
+            ``bao.penalised_endings``, by default an episode without a valid tool call and one that
+            spent its token budget).
         user_choices: the choices that involve the user (``answer`` in Function, Turtle, Telepathy).
         overthink_failed: which episodes count as failed for the over-thinking regulariser:
             ``"nonpositive"`` (bao.md: ``sum_t r_t <= 0``, as for the information-seeking one) or
@@ -103,7 +115,8 @@ def shape_rewards(
             ``user_choices`` is a bare string, or ``overthink_failed`` is not one of its values.
 
     Decided here (the paper is silent):
-        - Penalties on the same turn add up (a turn can carry rep, len and effort at once).
+        - Penalties on the same turn add up (a turn can carry rep, len, effort and end at once).
+        - The ending penalty, like the effort cost, applies to every episode, failed or not.
         - "Failed" is judged on the *unshaped* rewards, ``sum_t r_t <= 0``.
         - A ``None`` choice is not user-involved, and it breaks a run of user-involved turns: an
           ``answer`` after a ``None`` turn after an ``answer`` is not penalised as a repeat.
@@ -140,6 +153,12 @@ def shape_rewards(
 
         >>> shape_rewards([0.0], [None], c_rep=0.0, c_len=0.0)
         [0.0]
+
+        An ending penalty makes a 2-turn episode that ended without a tool call cost more than any
+        well-formed failure (at most -0.467 in total here, at 5 turns):
+
+        >>> [round(s, 4) for s in shape_rewards([0.0, 0.0], ["search", None], ending_penalty=0.5, bad_ending=True)]
+        [0.0, -0.7833]
     """
     if len(rewards) != len(choices):
         raise ValueError(
@@ -156,6 +175,7 @@ def shape_rewards(
     c_rep = _check_magnitude("c_rep", c_rep)
     c_len = _check_magnitude("c_len", c_len)
     effort_cost = _check_magnitude("effort_cost", effort_cost)
+    ending_penalty = _check_magnitude("ending_penalty", ending_penalty)
     users = _user_choice_set(user_choices)
     if overthink_failed not in OVERTHINK_FAILED:
         raise ValueError(f"overthink_failed must be one of {OVERTHINK_FAILED}, got {overthink_failed!r}")
@@ -174,6 +194,9 @@ def shape_rewards(
         for t in range(n):
             if involved[t]:
                 shaped[t] -= effort_cost
+    # ending penalty: every episode that ended badly, on its last turn
+    if bad_ending and ending_penalty:
+        shaped[-1] -= ending_penalty
 
     total = math.fsum(float(r) for r in rewards)
     if total > 0:

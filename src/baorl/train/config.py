@@ -109,6 +109,11 @@ class BAOSection(StrictModel):
     c_rep: float = Field(0.005, ge=0.0, description="information-seeking penalty per repeated answer")
     c_len: float = Field(0.05, ge=0.0, description="over-thinking penalty per missing turn")
     effort_cost: float = Field(0.0, ge=0.0, description="w: cost per user-involved turn, every episode")
+    ending_penalty: float = Field(0.0, ge=0.0, description="e: cost on the last turn of every episode whose "
+                                  "ending is in penalised_endings (decided here; 0: off)")
+    penalised_endings: list[Literal["no_tool_call", "token_budget", "turn_limit", "finish"]] = Field(
+        ["no_tool_call", "token_budget"], description="the endings ending_penalty applies to: no valid tool call, "
+        "the token budget spent mid-episode (the turn limit and the agent's own finish are well-formed)")
     overthink_failed: Literal["nonpositive", "zero"] = Field(
         "nonpositive", description="failed episodes for the over-thinking regulariser: bao.md's sum of rewards "
         "<= 0, or the official code's == 0 (differ only where step rewards can be negative)")

@@ -73,7 +73,8 @@ def score_episode(traj: Trajectory, cfg: BAOSection, *, max_turns: int | None = 
     shaped = shape_rewards(
         traj.turn_rewards, traj.turn_choices, max_turns=T,
         c_rep=cfg.c_rep if cfg.penalties else 0.0, c_len=cfg.c_len if cfg.penalties else 0.0,
-        effort_cost=cfg.effort_cost, user_choices=tuple(cls.user_choices),
+        effort_cost=cfg.effort_cost, ending_penalty=cfg.ending_penalty,
+        bad_ending=ep.termination in cfg.penalised_endings, user_choices=tuple(cls.user_choices),
         overthink_failed=cfg.overthink_failed,
     )
     trained = ep.termination != "simulator_error" and bool(traj.turn_spans)
