@@ -118,17 +118,18 @@ stage_bao() { for j in $(lane_a); do job "$j" false; done; }  # one lane alone
 stage_baselines() { for j in $(lane_b); do job "$j" true; done; }  # the other lane alone
 
 stage_compare() {
-    local groups=() bao=() base=() eff=()
+    local groups=() pairs=(--pair BAO,UserRL) bao=() base=() eff=()
     for s in $SEEDS; do bao+=("$OUT/eval/bao-s$s"); base+=("$OUT/eval/userrl-s$s"); eff+=("$OUT/eval/effort-s$s"); done
     groups+=(--group "BAO=$(IFS=,; echo "${bao[*]}")" --group "UserRL=$(IFS=,; echo "${base[*]}")")
     local evaluated=0 d  # the effort-cost group goes in once every seed is evaluated (metrics.json is written last)
     for d in "${eff[@]}"; do [[ -f $d/metrics.json ]] && evaluated=$((evaluated + 1)); done
     if [[ $evaluated -eq ${#eff[@]} ]]; then
         groups+=(--group "UserRL+effort=$(IFS=,; echo "${eff[*]}")")
+        pairs+=(--pair UserRL+effort,UserRL --pair BAO,UserRL+effort)  # seed i of each shares the start and data
     else
         log "compare: the effort-cost group is left out: $evaluated of ${#eff[@]} runs evaluated"
     fi
-    $BAORL compare "$OUT/eval/sft-start" "${groups[@]}" --pair BAO,UserRL --out "$OUT/compare/embedded.html" \
+    $BAORL compare "$OUT/eval/sft-start" "${groups[@]}" "${pairs[@]}" --out "$OUT/compare/embedded.html" \
         --title "Embedded tier: BAO vs the UserRL baseline, 3 training seeds"
 }
 
