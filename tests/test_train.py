@@ -123,9 +123,11 @@ def build_trainer(cfg: TrainConfig, callbacks=None):
     return trainer, tasks
 
 
-def test_two_steps_move_the_policy_towards_positive_advantages(tiny_dir: Path, tmp_path: Path) -> None:
+def test_two_steps_move_the_policy_towards_positive_advantages(tiny_dir: Path, tmp_path: Path, monkeypatch) -> None:
     cfg = make_cfg(tiny_dir, tmp_path / "run")
     trainer, tasks = build_trainer(cfg)
+    # peak memory is read when the step is logged, after its update (the optimiser step count by then)
+    monkeypatch.setattr("baorl.train.trainer.peak_rss_gib", lambda: float(trainer.state.global_step))
     engine = trainer.engine()
     gym = trainer.make_gyms([tasks[0].id])[0]
     obs, info = gym.reset(seed=0)
@@ -141,6 +143,8 @@ def test_two_steps_move_the_policy_towards_positive_advantages(tiny_dir: Path, t
     assert any(r["success"] for r in rollouts) and not all(r["success"] for r in rollouts)
     live = [r["update/null_pass_frac"] for r in trainer.state.log_history if "update/null_pass_frac" in r]
     assert len(live) == 2 and min(live) < 1.0  # mixed outcomes: passes with a gradient are not skipped
+    peaks = [r["memory/peak_rss_gib"] for r in trainer.state.log_history if "memory/peak_rss_gib" in r]
+    assert peaks == [1.0, 2.0]  # read at the rollouts they would be 0 and 1
 
 
 def test_advantages_in_trls_batch_are_baos(tiny_dir: Path, tmp_path: Path) -> None:

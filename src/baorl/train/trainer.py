@@ -237,6 +237,14 @@ class BAOTrainer(GRPOTrainer):
             keep_steps(self.run_dir / "rollouts.jsonl", lambda step: step < done)  # rollout steps count from 0
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kw)
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's `log`, with the step's peak memory read when the step is logged (after its update)
+        rather than when its rollout ended, so that a step's figure includes its own update."""
+        m = self._metrics["train"]
+        if "memory/peak_rss_gib" in m:
+            m["memory/peak_rss_gib"] = [peak_rss_gib()]
+        super().log(logs, start_time)
+
     def _get_train_sampler(self, dataset: Any = None) -> Any:
         """TRL's sampler, made exact on resume at any epoch (`EpochRepeatSampler`)."""
         base = super()._get_train_sampler(dataset)
