@@ -88,6 +88,10 @@ def table(root: Path) -> str:
         lines.append(
             f"| {s['run']} | {steps} | {s['total_s']:,.0f} s | {later} | {s['rollout_s']:,.0f} s | {null} "
             f"| {s['solved']} of {s['episodes']} | {s['peak_gib']:.1f} GiB | {'; '.join(s['code']) or 'n/a'} |")
+    lines += ["", "Peak RSS: the largest `memory/peak_rss_gib` a run logged, each process's peak resident memory "
+              "since it started (a resume starts anew). Before 85adfb7 the trainer read it when a step's rollout "
+              "ended, so the last update of each process is not in it; from 85adfb7 on it is read when "
+              "the step is logged, after its update."]
     return "\n".join(lines) + "\n"
 
 

@@ -201,7 +201,9 @@ def test_the_cost_table_reads_each_step_once_and_names_the_code_of_every_segment
     _fake_run(tmp_path, "userrl-s0", [_step(1, 100, 1.0)], [])
     (tmp_path / "bao-s0" / "final").mkdir()
     (tmp_path / "bao-s0" / "final" / "config.json").write_text("{}")  # finished; userrl-s0 still running
-    rows = cost.table(tmp_path).splitlines()
+    text = cost.table(tmp_path)
+    rows = text.split("\n\n")[0].splitlines()
+    assert "read when the step is logged, after its update" in text  # says what the peak covers
     assert rows[2].startswith("| bao-s0 | 3 | ") and rows[3].startswith("| userrl-s0 | 1 (running) | ")
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| bao-s0", "| userrl-s0"]
     assert "1,700 s" in rows[2] and "400 s [300, 500]" in rows[2] and "1 of 48" in rows[2]
