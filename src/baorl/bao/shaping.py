@@ -155,7 +155,7 @@ def shape_rewards(
         [0.0]
 
         An ending penalty makes a 2-turn episode that ended without a tool call cost more than any
-        well-formed failure (at most -0.467 in total here, at 5 turns):
+        well-formed failure (the costliest is a one-turn failure, -0.5):
 
         >>> [round(s, 4) for s in shape_rewards([0.0, 0.0], ["search", None], ending_penalty=0.5, bad_ending=True)]
         [0.0, -0.7833]
