@@ -111,8 +111,9 @@ effort_runs() {  # effort_runs 0|1: the effort-cost runs in lane B (0: seeds 1st
     for s in $SEEDS; do (( i++ % 2 == $1 )) && l+=" effort-s$s"; done
     echo "$l"
 }
-lane_a() { local l="" s; for s in $SEEDS; do l+=" bao-s$s"; done; echo "$l$(effort_runs 1)"; }
-lane_b() { local l="" s; for s in $SEEDS; do l+=" userrl-s$s"; done; echo "$l$(effort_runs 0)"; }
+every_seed() { local s; for s in $SEEDS; do printf ' %s-s%s' "$1" "$s"; done; }  # every_seed POLICY
+lane_a() { echo "$(every_seed bao)$(effort_runs 1)"; }
+lane_b() { echo "$(every_seed userrl)$(effort_runs 0)"; }
 stage_runs() { lanes "$(lane_a)" "$(lane_b)"; }
 stage_bao() { for j in $(lane_a); do job "$j" false; done; }  # one lane alone
 stage_baselines() { for j in $(lane_b); do job "$j" true; done; }  # the other lane alone

@@ -356,7 +356,7 @@ class BAOTrainer(GRPOTrainer):
             sum(sum(e.shaped) - sum(e.rewards) for e in scored) / n)
         m["time/rollout_s"].append(seconds)
         m["time/rollout_tokens_per_s"].append(stats.get("generated", 0) / max(seconds, 1e-9))
-        m["memory/peak_rss_gib"].append(peak_rss_gib())
+        m["memory/peak_rss_gib"].append(peak_rss_gib())  # read again by `log`, after the update
 
     # ---- 2. BAO advantages -----------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
