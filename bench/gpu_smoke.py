@@ -11,7 +11,10 @@ Stages, in order, for each shape in ``--shapes`` (default ``1.7b 4b``; ``tiny`` 
    CPU), vocabulary = the tokenizer's (49,152), one warm-up forward pass;
 2. ``rollout b=N`` for each of ``--batches`` (default 32 and 128): the workload of
    ``bench/rollout.py`` (Function test tasks, ``--turns`` turns, greedy, each turn forced to the
-   same valid tool call), N episodes decoded together: generated tokens/s, peak memory;
+   same valid tool call), N episodes decoded together: generated tokens/s, peak memory, the most
+   episodes live at once and the preemptions (the engine's default memory cap, ``max_kv_gib:
+   auto``); ``--kv-admission turn budget`` repeats them under the older admission rule
+   (``rollout b=N budget``);
 3. ``train``: one BAO step through ``baorl train``'s own code (``resolve_run`` + ``run_train`` on a
    YAML config this script writes: ``--train-tasks`` x ``--train-rollouts`` episodes sampled at
    temperature 1, at most ``--train-response`` response tokens each, no validation), the random
@@ -27,7 +30,8 @@ A watchdog ends the process at ``--hard-stop`` seconds whatever happens, marking
 ``killed``. The table is rewritten after every stage to ``--out`` (``$OUT`` when set): a directory
 gets ``gpu_smoke.json`` and ``gpu_smoke.txt``; a ``*.json`` path is the JSON file itself.
 
-    python bench/gpu_smoke.py [--shapes 1.7b 4b] [--batches 32 128] [--deadline 360] [--out DIR]
+    python bench/gpu_smoke.py [--shapes 1.7b 4b] [--batches 32 128] [--kv-admission turn budget]
+                              [--deadline 360] [--out DIR]
     python bench/gpu_smoke.py pack [--dir .cache/gpu-pack]     # `make gpu-smoke-pack`
 
 ``pack`` prepares what the GPU machine lacks (README "Benchmarks", GPU smoke check): the wheels
@@ -355,9 +359,11 @@ class Smoke:
             scale = _approx_params(shape)
             build = f"build {shape}"
             out.append(Stage(build, lambda s=shape: self.build(s), kind="build", scale=scale))
-            for b in a.batches:
-                out.append(Stage(f"rollout {shape} b={b}", lambda s=shape, b=b: self.rollout(s, b),
-                                 kind=f"rollout b={b}", scale=scale * b, needs=build))
+            for mode in a.kv_admission:
+                tag = "" if mode == "turn" else f" {mode}"
+                for b in a.batches:
+                    out.append(Stage(f"rollout {shape} b={b}{tag}", lambda s=shape, b=b, m=mode: self.rollout(s, b, m),
+                                     kind=f"rollout b={b}{tag}", scale=scale * b, needs=build))
             if a.train:
                 out.append(Stage(f"train {shape}", lambda s=shape: self.train(s), kind="train", scale=scale,
                                  needs=build))
@@ -382,7 +388,7 @@ class Smoke:
                 "note": f"{n / 1e9:.3f}B params, {c.num_hidden_layers} layers x {c.hidden_size}, vocab "
                         f"{c.vocab_size}, {self.device}"}
 
-    def rollout(self, shape: str, batch: int) -> dict[str, Any]:
+    def rollout(self, shape: str, batch: int, admission: str = "turn") -> dict[str, Any]:
         import torch
 
         if str(BENCH) not in sys.path:
@@ -403,7 +409,7 @@ class Smoke:
             return out
 
         cfg = EngineConfig(temperature=0.0, batch_size=batch, max_turns=turns,
-                           max_new_tokens_per_turn=len(forced) + 8, chat_template="qwen3")
+                           max_new_tokens_per_turn=len(forced) + 8, chat_template="qwen3", kv_admission=admission)
         engine = RolloutEngine(self.model, tok, cfg, name=f"hf:qwen3-{shape}-random", logits_processor=force)
         tasks = load_tasks("function", split="test")
         cls = gym_class("function")
@@ -422,7 +428,8 @@ class Smoke:
                 "prompt_tokens": sum(len(t.prompt_ids) for t in trajs),
                 "engine": {k: round(float(v), 3) for k, v in st.items()},
                 "note": f"{len(trajs)} episodes x {turns} turns; decode {st['decode_s']:.1f} s, feed "
-                        f"{st['feed_s']:.1f} s, sample {st['sample_s']:.1f} s"}
+                        f"{st['feed_s']:.1f} s, sample {st['sample_s']:.1f} s; live <= {st['max_live']:.0f}, "
+                        f"{st['decode_steps']:.0f} steps, {st['preempted']:.0f} preempted"}
 
     def train(self, shape: str) -> dict[str, Any]:
         a = self.args
@@ -638,6 +645,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--shapes", nargs="+", default=["1.7b", "4b"], choices=sorted(SHAPES))
     ap.add_argument("--batches", nargs="+", type=int, default=[32, 128], help="rollout batch sizes")
     ap.add_argument("--turns", type=int, default=3, help="turns per rollout episode")
+    ap.add_argument("--kv-admission", nargs="+", default=["turn"], choices=["turn", "budget"],
+                    help="the engine's kv_admission for the rollout stages; each listed runs every batch size "
+                         "(stages of modes other than turn, the default, are named with the mode)")
     ap.add_argument("--no-train", dest="train", action="store_false", help="skip the training step")
     ap.add_argument("--train-tasks", type=int, default=8)
     ap.add_argument("--train-rollouts", type=int, default=4)
@@ -665,6 +675,7 @@ def main(argv: list[str] | None = None, *, start: float | None = None) -> dict[s
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     header = {"machine": machine_info(device), "argv": sys.argv[1:] if argv is None else list(argv),
               "workload": {"shapes": args.shapes, "batches": args.batches, "turns": args.turns,
+                           "kv_admission": args.kv_admission,
                            "train": {"tasks": args.train_tasks, "rollouts": args.train_rollouts,
                                      "max_response_tokens": args.train_response, "micro_batch": args.micro}
                            if args.train else None}}

@@ -346,9 +346,34 @@ def test_memory_cap_limits_live_episodes_without_changing_them(tok, llama):
     prompt = len(engine.renderer.encode(engine.renderer.prompt_text(probe("x").system_prompt(), "Task m0: find the number.")))
     two = 2 * 2 * (prompt + 300) * engine.kv_bytes_per_token / 2**30
     gyms = [probe(f"m{i}") for i in range(5)]
-    engine, _, _ = run(llama, tok, gyms, scripts, batch_size=5, max_kv_gib=two * 1.01, max_response_tokens=300)
-    assert engine.stats["max_live"] == 2
+    engine, _, _ = run(llama, tok, gyms, scripts, batch_size=5, max_kv_gib=two * 1.01, max_response_tokens=300,
+                       kv_admission="budget")
+    assert engine.stats["max_live"] == 2 and engine.stats["preempted"] == 0
     assert RolloutEngine(llama, tok, EngineConfig()).kv_cap_bytes > 2**28  # auto: a share of this machine's RAM
+
+
+def test_turn_admission_preempts_and_recomputes_without_changing_episodes(tok, llama):
+    """`kv_admission: turn` counts a live episode as its tokens plus its next turn: under a cap that the
+    first turns of all five fit but later turns do not, all five start, the newest are preempted when
+    the cache grows, rejoin with their tokens prefilled again, and every episode is what it is uncapped."""
+    scripts = [[call("action", str(i)), call("action", "a longer probe " * 3), call("answer", "42")]
+               for i in range(5)]
+    kw = dict(batch_size=5, max_response_tokens=600, max_new_tokens_per_turn=60)
+    free, _, ref = run(llama, tok, [probe(f"p{i}") for i in range(5)], scripts, max_kv_gib=None, **kw)
+    assert free.stats["preempted"] == 0 and free.stats["max_live"] == 5
+    prompt = min(len(t.prompt_ids) for t in ref)
+    first_turns = 2 * 5 * (prompt + 60) * free.kv_bytes_per_token / 2**30
+    engine, _, trajs = run(llama, tok, [probe(f"p{i}") for i in range(5)], scripts, max_kv_gib=first_turns * 1.01,
+                           **kw)
+    st = engine.stats
+    assert st["max_live"] == 5  # counted on full budgets, this cap would admit one episode at a time
+    assert st["preempted"] > 0 and st["recomputed"] > st["preempted"] * prompt
+    assert st["prefilled"] > free.stats["prefilled"]  # the preempted rows' tokens were computed again
+    for a, b in zip(ref, trajs, strict=True):
+        assert a.response_ids == b.response_ids and a.episode == b.episode and a.turn_spans == b.turn_spans
+        assert a.response_mask == b.response_mask
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
+    assert [t.episode.termination for t in trajs] == ["solved"] * 5
 
 
 def test_trajectory_record_roundtrip(tok, llama):

@@ -44,13 +44,15 @@ def test_cpu_run_of_every_stage_on_a_tiny_qwen3(env: None, tmp_path: Path) -> No
 
     out = tmp_path / "smoke.json"
     data = gpu_smoke.main(["--shapes", "tiny", "--batches", "1", "2", "--turns", "2", "--train-tasks", "1",
-                           "--train-rollouts", "2", "--train-response", "8", "--micro", "2", "--out", str(out)],
-                          start=time.perf_counter())
+                           "--train-rollouts", "2", "--train-response", "8", "--micro", "2", "--out", str(out),
+                           "--kv-admission", "turn", "budget"], start=time.perf_counter())
     assert json.loads(out.read_text()) == data
     assert "train tiny" in out.with_suffix(".txt").read_text()
     assert data["machine"]["device"] == "cpu" and data["machine"]["trl"] != "missing"
     rows = by_stage(data)
-    assert list(rows) == ["build tiny", "rollout tiny b=1", "rollout tiny b=2", "train tiny"]
+    assert list(rows) == ["build tiny", "rollout tiny b=1", "rollout tiny b=2", "rollout tiny b=1 budget",
+                          "rollout tiny b=2 budget", "train tiny"]
+    assert data["workload"]["kv_admission"] == ["turn", "budget"]
     assert all(r["status"] == "ok" for r in rows.values()), [(r["stage"], r.get("error")) for r in rows.values()]
 
     build = rows["build tiny"]
@@ -69,6 +71,8 @@ def test_cpu_run_of_every_stage_on_a_tiny_qwen3(env: None, tmp_path: Path) -> No
         per_turn.add(r["tokens"] // (2 * b))
         assert r["tokens_per_s"] > 0 and r["peak_mem_gib"] > 0
         assert r["engine"]["generated"] == r["tokens"] and r["prompt_tokens"] > 500 * b
+        assert r["engine"]["max_live"] == b and r["engine"]["preempted"] == 0 and f"live <= {b}," in r["note"]
+        assert rows[f"rollout tiny b={b} budget"]["tokens"] == r["tokens"]  # the older admission rule: same work
     assert len(per_turn) == 1 and forced - 5 <= per_turn.pop() <= forced
 
     # one optimiser step of `baorl train`: sampled episodes, then an update over prompt + response tokens

@@ -29,7 +29,9 @@ token. How it works, in the order a run goes:
    each continuing row's observation segment (the template's text for end-of-turn + tool message +
    generation prompt, tokenised alone; loss mask 0), admits queued episodes into the free rows, and
    regathers every ready row into one compact batch (gaps dropped). Turns are synchronous within a
-   batch: a row waits for the slowest row of its turn.
+   batch: a row waits for the slowest row of its turn. Admission respects ``max_kv_gib``: when the
+   live rows' next turn would not fit, the most recently admitted rows are preempted (their cache is
+   dropped, they go back to the head of the queue and are prefilled again when they rejoin).
 
 The recorded log-probability of a token is ``log_softmax(logits / temperature)`` at that token
 (raw logits when greedy); see `baorl.rollout.sampling`. Each episode samples from its own random
@@ -95,10 +97,15 @@ class EngineConfig(EpisodeLimits):
     top_k: int = Field(0, ge=0, description="sample among the k most likely tokens only (0: off)")
     batch_size: int = Field(32, ge=1, description="most episodes decoded together; others queue")
     max_kv_gib: float | Literal["auto"] | None = Field(
-        "auto", description="memory cap: an episode joins the decoding batch only if every live episode could "
-        "reach its full budget (prompt + max_response_tokens) within this many GiB of KV cache, counted twice "
-        "for regrouping copies; at least one always runs. auto: half the free GPU memory, or 40% of the "
-        "machine's RAM on CPU; None: no cap")
+        "auto", description="memory cap on the KV cache of the live episodes, in GiB, counted twice for "
+        "regrouping copies (what each episode needs: see kv_admission); at least one episode always runs. auto: "
+        "half the free GPU memory, or 40% of the machine's RAM on CPU; None: no cap")
+    kv_admission: Literal["turn", "budget"] = Field(
+        "turn", description="what max_kv_gib counts per live episode. turn: its cached tokens plus the most its "
+        "next turn can add; an episode joins while that fits, and when the live episodes' next turn does not, "
+        "the most recently admitted leave (preempted: their cache is dropped and recomputed from their tokens "
+        "when they rejoin, as vLLM does). budget: its full budget (prompt + max_response_tokens); never "
+        "preempts, but admits far fewer episodes when the budget is long")
     chat_template: str = Field("auto", description="auto, native, chatml-tools, qwen3, or Jinja source")
     template_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra template variables")
     seed: int = Field(0, description="seed of the sampling streams (and the gyms' reset seed unless given)")
@@ -237,10 +244,14 @@ class RolloutEngine:
         decode_steps: batched decoding steps; decode_s / feed_s / sample_s / gather_s: seconds in
         decoding forward passes, prompt and observation forward passes, sampling (with the logits
         processor) and cache regrouping; parked: times stopped rows left the decoding batch;
-        prefix_max: the longest prompt prefix shared in the cache; max_live: most episodes in play at
-        once (``batch_size`` and ``max_kv_gib`` bound it); wall_s: the run's duration."""
+        preempted / recomputed: times a live episode left for want of memory (``kv_admission: turn``)
+        and the cached tokens it dropped (prefilled again when it rejoined, and counted in
+        ``prefilled`` then); prefix_max: the longest prompt prefix shared in the cache; max_live: most
+        episodes in play at once (``batch_size`` and ``max_kv_gib`` bound it); wall_s: the run's
+        duration."""
         return dict.fromkeys(("generated", "prefilled", "fed", "decode_steps", "decode_s", "feed_s", "sample_s",
-                              "gather_s", "parked", "prefix_max", "max_live", "wall_s"), 0)
+                              "gather_s", "parked", "preempted", "recomputed", "prefix_max", "max_live", "wall_s"),
+                             0)
 
     # ---- public API -------------------------------------------------------------------------------
     def run(self, gyms: Sequence[Gym], **kw: Any) -> list[Trajectory]:
@@ -349,6 +360,8 @@ class RolloutEngine:
                 if row.state == "stepping":
                     self._after_step(row)
             live = [r for r in live if r.state != "done"]
+            while len(live) > 1 and not self._fits(live):  # the next turn does not fit: preempt the newest
+                queue.appendleft(self._preempt(live.pop()))
             new = []
             while queue and len(live) < self.config.batch_size and (not live or self._fits([*live, queue[0]])):
                 new.append(queue.popleft())
@@ -363,11 +376,24 @@ class RolloutEngine:
             await self._decode(batch, live)
 
     def _fits(self, rows: list[_Row]) -> bool:
-        """Whether `rows` at their full budgets fit `max_kv_gib` (twice: a regroup copies the cache)."""
+        """Whether `rows` fit `max_kv_gib` (twice: a regroup copies the cache), each counted as
+        `kv_admission` says: its tokens after its next turn, or its full budget."""
         if self.kv_cap_bytes is None:
             return True
-        tokens = sum(r.prompt_len + self.config.max_response_tokens for r in rows)
+        cfg = self.config
+        if cfg.kv_admission == "budget":
+            tokens = sum(r.prompt_len + cfg.max_response_tokens for r in rows)
+        else:  # every token of a row is in the cache (or pending) before its turn; a turn adds at most this
+            tokens = sum(len(r.ids) + max(0, min(self.limits.max_new_tokens_per_turn,
+                                                 cfg.max_response_tokens - r.response_len)) for r in rows)
         return 2 * tokens * self.kv_bytes_per_token <= self.kv_cap_bytes
+
+    def _preempt(self, row: _Row) -> _Row:
+        """Drop a ready row's cache; it rejoins later as a new row, its tokens prefilled again."""
+        self.stats["preempted"] += 1
+        self.stats["recomputed"] += row.n_cached
+        row.batch, row.slot, row.n_cached, row.state = None, -1, 0, "new"
+        return row
 
     async def _run(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, _no_stop_iteration, fn, *args)
