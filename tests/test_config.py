@@ -78,3 +78,18 @@ def test_one_vocabulary_and_one_episode_limits() -> None:
     budget_only = RolloutSection(max_new_tokens_per_turn=None, max_response_tokens=300, trailing_generation=True)
     assert Limits.of(budget_only) == Limits(1152, 300, 300, None, None, True)
     assert Limits.of(EngineConfig()) == Limits()
+
+
+def test_training_rollouts_pass_the_engines_memory_admission() -> None:
+    from pydantic import ValidationError
+
+    from baorl.train.config import TrainConfig
+    from baorl.train.trainer import engine_config
+
+    assert engine_config(TrainConfig()).kv_admission == "turn"
+    cfg = TrainConfig.model_validate({"rollout": {"kv_admission": "budget", "max_kv_gib": 2.5}})
+    for greedy in (False, True):
+        engine = engine_config(cfg, greedy=greedy)
+        assert (engine.kv_admission, engine.max_kv_gib) == ("budget", 2.5)
+    with pytest.raises(ValidationError, match="kv_admission"):
+        TrainConfig.model_validate({"rollout": {"kv_admission": "always"}})

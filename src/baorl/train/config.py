@@ -93,6 +93,9 @@ class RolloutSection(EpisodeLimits, StrictModel):
     batch_size: int = Field(64, ge=1, description="episodes decoded together")
     max_kv_gib: float | Literal["auto"] | None = Field("auto", description="KV-cache memory cap of the engine "
                                                        "(see EngineConfig.max_kv_gib)")
+    kv_admission: Literal["turn", "budget"] = Field("turn", description="what max_kv_gib counts per episode: "
+                                                    "its next turn (preempting if needed) or its full budget "
+                                                    "(see EngineConfig.kv_admission)")
     backend: Literal["auto", "hf", "vllm"] = Field(
         "auto", description="hf: baorl's batched engine; vllm: TRL's colocated vLLM on each GPU (gpu extra); "
         "auto: vllm when vLLM is installed and a GPU is present, else hf")
