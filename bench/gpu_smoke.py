@@ -14,7 +14,9 @@ Stages, in order, for each shape in ``--shapes`` (default ``1.7b 4b``; ``tiny`` 
    same valid tool call), N episodes decoded together: generated tokens/s, peak memory, the most
    episodes live at once and the preemptions (the engine's default memory cap, ``max_kv_gib:
    auto``); ``--kv-admission turn budget`` repeats them under the older admission rule
-   (``rollout b=N budget``);
+   (``rollout b=N budget``); ``--profile 32 128`` adds ``profile b=N``: one turn of N episodes
+   under torch's profiler, reporting the share of the wall time during which a GPU kernel ran and
+   the kernels per decoding step (is decoding bound by the GPU or by launching its work?);
 3. ``train``: one BAO step through ``baorl train``'s own code (``resolve_run`` + ``run_train`` on a
    YAML config this script writes: ``--train-tasks`` x ``--train-rollouts`` episodes sampled at
    temperature 1, at most ``--train-response`` response tokens each, no validation), the random
@@ -31,7 +33,7 @@ A watchdog ends the process at ``--hard-stop`` seconds whatever happens, marking
 gets ``gpu_smoke.json`` and ``gpu_smoke.txt``; a ``*.json`` path is the JSON file itself.
 
     python bench/gpu_smoke.py [--shapes 1.7b 4b] [--batches 32 128] [--kv-admission turn budget]
-                              [--deadline 360] [--out DIR]
+                              [--profile 32 128] [--deadline 360] [--out DIR]
     python bench/gpu_smoke.py pack [--dir .cache/gpu-pack]     # `make gpu-smoke-pack`
 
 ``pack`` prepares what the GPU machine lacks (README "Benchmarks", GPU smoke check): the wheels
@@ -290,6 +292,24 @@ def _peak_gib(device: str) -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)
 
 
+def _gpu_busy(prof: Any) -> tuple[float | None, int]:
+    """Seconds during which at least one GPU kernel or copy ran (the union of their intervals) and
+    how many ran, from a finished torch profiler; ``(None, 0)`` when it recorded none (a CPU run)."""
+    from torch.autograd import DeviceType
+
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    if not spans:
+        return None, 0
+    busy, (lo, hi) = 0.0, spans[0]
+    for a, b in spans[1:]:
+        if a > hi:
+            busy, lo, hi = busy + hi - lo, a, b
+        else:
+            hi = max(hi, b)
+    return (busy + hi - lo) / 1e6, len(spans)  # profiler times are in microseconds
+
+
 def machine_info(device: str) -> dict[str, Any]:
     import torch
     import transformers
@@ -364,6 +384,9 @@ class Smoke:
                 for b in a.batches:
                     out.append(Stage(f"rollout {shape} b={b}{tag}", lambda s=shape, b=b, m=mode: self.rollout(s, b, m),
                                      kind=f"rollout b={b}{tag}", scale=scale * b, needs=build))
+            for b in a.profile:
+                out.append(Stage(f"profile {shape} b={b}", lambda s=shape, b=b: self.rollout(s, b, profile=True),
+                                 kind=f"profile b={b}", scale=scale * b, needs=build))
             if a.train:
                 out.append(Stage(f"train {shape}", lambda s=shape: self.train(s), kind="train", scale=scale,
                                  needs=build))
@@ -388,7 +411,8 @@ class Smoke:
                 "note": f"{n / 1e9:.3f}B params, {c.num_hidden_layers} layers x {c.hidden_size}, vocab "
                         f"{c.vocab_size}, {self.device}"}
 
-    def rollout(self, shape: str, batch: int, admission: str = "turn") -> dict[str, Any]:
+    def rollout(self, shape: str, batch: int, admission: str = "turn", *, profile: bool = False) -> dict[str, Any]:
+        """The forced rollout workload; with `profile`, one turn under torch's profiler (see `_gpu_busy`)."""
         import torch
 
         if str(BENCH) not in sys.path:
@@ -398,7 +422,7 @@ class Smoke:
         from baorl.gyms import gym_class, load_tasks
         from baorl.rollout.engine import EngineConfig, RolloutEngine
 
-        tok, turns = self.tok, self.args.turns
+        tok, turns = self.tok, 1 if profile else self.args.turns
         forced = tok(FORCED, add_special_tokens=False).input_ids + [tok.convert_tokens_to_ids("<|im_end|>")]
         start_id = tok.convert_tokens_to_ids("<|im_start|>")
 
@@ -415,14 +439,44 @@ class Smoke:
         cls = gym_class("function")
         gyms = [cls(tasks[i % len(tasks)]) for i in range(batch)]
         _reset_peak(self.device)
+        prof = None
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            # the GPU's activity only (CPU ops are not recorded there, so the wall time stays representative)
+            acts = [ProfilerActivity.CUDA] if self.device == "cuda" else [ProfilerActivity.CPU]
+            prof = torch_profile(activities=acts)
+            prof.__enter__()
         t0 = time.perf_counter()
-        trajs = engine.run(gyms)
-        secs = time.perf_counter() - t0
+        try:
+            trajs = engine.run(gyms)
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            secs = time.perf_counter() - t0
+        finally:
+            if prof is not None:
+                prof.__exit__(None, None, None)
         generated = sum(sum(t.response_mask) for t in trajs)
         played = [len(t.episode.turns) for t in trajs]
         if min(played) != turns:
             raise RuntimeError(f"an episode played {min(played)} of {turns} turns: the forced workload broke")
         st = engine.stats
+        if prof is not None:
+            busy_s, kernels = _gpu_busy(prof)
+            steps = max(st["decode_steps"], 1)
+            out = {"episodes": len(trajs), "turns": turns, "tokens": generated, "tokens_per_s": generated / secs,
+                   "peak_mem_gib": _peak_gib(self.device), "decode_steps": st["decode_steps"],
+                   "wall_ms_per_step": 1e3 * secs / steps, "gpu_busy_s": busy_s, "kernels": kernels}
+            if busy_s is None:
+                out["note"] = f"{len(trajs)} episodes x 1 turn under the profiler; no GPU kernels on {self.device}"
+            else:
+                out["gpu_busy_share"] = busy_s / secs
+                out["kernels_per_step"] = kernels / steps
+                out["note"] = (f"{len(trajs)} episodes x 1 turn under the profiler: GPU busy {busy_s:.2f} of "
+                               f"{secs:.2f} s ({100 * busy_s / secs:.0f}%), {kernels / steps:,.0f} kernels and "
+                               f"{1e3 * busy_s / steps:.2f} ms of GPU time per decoding step")
+            return out
         return {"episodes": len(trajs), "turns": turns, "tokens": generated, "tokens_per_s": generated / secs,
                 "peak_mem_gib": _peak_gib(self.device),
                 "prompt_tokens": sum(len(t.prompt_ids) for t in trajs),
@@ -648,6 +702,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--kv-admission", nargs="+", default=["turn"], choices=["turn", "budget"],
                     help="the engine's kv_admission for the rollout stages; each listed runs every batch size "
                          "(stages of modes other than turn, the default, are named with the mode)")
+    ap.add_argument("--profile", nargs="*", type=int, default=[], metavar="B",
+                    help="batch sizes to profile: one turn of B episodes under torch's profiler, reporting how much "
+                         "of the wall time a GPU kernel was running and the kernels per decoding step")
     ap.add_argument("--no-train", dest="train", action="store_false", help="skip the training step")
     ap.add_argument("--train-tasks", type=int, default=8)
     ap.add_argument("--train-rollouts", type=int, default=4)
@@ -675,7 +732,7 @@ def main(argv: list[str] | None = None, *, start: float | None = None) -> dict[s
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     header = {"machine": machine_info(device), "argv": sys.argv[1:] if argv is None else list(argv),
               "workload": {"shapes": args.shapes, "batches": args.batches, "turns": args.turns,
-                           "kv_admission": args.kv_admission,
+                           "kv_admission": args.kv_admission, "profile": args.profile,
                            "train": {"tasks": args.train_tasks, "rollouts": args.train_rollouts,
                                      "max_response_tokens": args.train_response, "micro_batch": args.micro}
                            if args.train else None}}

@@ -170,3 +170,29 @@ def test_pack_tokenizer_is_the_embedded_one(tmp_path: Path) -> None:
     text = '<|im_start|>assistant\n<think>x</think>\n<tool_call>\n{"name": "f"}\n</tool_call><|im_end|>'
     assert packed(text).input_ids == embedded(text).input_ids and len(packed) == len(embedded)
     assert (packed.eos_token, packed.pad_token) == (embedded.eos_token, embedded.pad_token)
+
+
+def test_profile_stage_runs_one_turn_and_gpu_busy_is_the_union_of_kernel_intervals(env: None, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    data = gpu_smoke.main(["--shapes", "tiny", "--batches", "2", "--profile", "2", "--no-train", "--turns", "2",
+                           "--out", str(tmp_path)], start=time.perf_counter())
+    rows = by_stage(data)
+    assert list(rows) == ["build tiny", "rollout tiny b=2", "profile tiny b=2"]
+    prof = rows["profile tiny b=2"]
+    assert prof["status"] == "ok" and prof["turns"] == 1 and prof["episodes"] == 2
+    assert prof["tokens"] * 2 == rows["rollout tiny b=2"]["tokens"]  # one of the two forced turns
+    assert prof["decode_steps"] > 0 and prof["wall_ms_per_step"] > 0
+    assert prof["gpu_busy_s"] is None and prof["kernels"] == 0 and "no GPU kernels on cpu" in prof["note"]
+
+    def event(start: float, end: float, device=DeviceType.CUDA) -> SimpleNamespace:
+        return SimpleNamespace(device_type=device, time_range=SimpleNamespace(start=start, end=end))
+
+    # kernels at 0-10 and 5-20 us overlap (20 us in all), 30-40 us is apart, a CPU op and an empty span do not count
+    fake = SimpleNamespace(events=lambda: [event(30, 40), event(0, 10), event(5, 20), event(0, 100, DeviceType.CPU),
+                                           event(50, 50)])
+    busy, kernels = gpu_smoke._gpu_busy(fake)
+    assert kernels == 3 and busy == pytest.approx(30e-6)
+    assert gpu_smoke._gpu_busy(SimpleNamespace(events=lambda: [])) == (None, 0)
