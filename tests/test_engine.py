@@ -362,7 +362,7 @@ def test_turn_admission_preempts_and_recomputes_without_changing_episodes(tok, l
     free, _, ref = run(llama, tok, [probe(f"p{i}") for i in range(5)], scripts, max_kv_gib=None, **kw)
     assert free.stats["preempted"] == 0 and free.stats["max_live"] == 5
     prompt = min(len(t.prompt_ids) for t in ref)
-    first_turns = 2 * 5 * (prompt + 60) * free.kv_bytes_per_token / 2**30
+    first_turns = 2 * 5 * (max(len(t.prompt_ids) for t in ref) + 60) * free.kv_bytes_per_token / 2**30
     engine, _, trajs = run(llama, tok, [probe(f"p{i}") for i in range(5)], scripts, max_kv_gib=first_turns * 1.01,
                            **kw)
     st = engine.stats
@@ -374,6 +374,31 @@ def test_turn_admission_preempts_and_recomputes_without_changing_episodes(tok, l
         assert a.response_mask == b.response_mask
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
     assert [t.episode.termination for t in trajs] == ["solved"] * 5
+
+
+def test_memory_cap_counts_every_row_at_the_longest_rows_length(tok, llama):
+    """The aligned batch pads every row to the longest: one long episode among short ones costs as
+    much as if all were long, under either admission rule."""
+    from types import SimpleNamespace
+
+    def row(prompt: int, response: int) -> SimpleNamespace:
+        return SimpleNamespace(ids=[0] * (prompt + response), prompt_len=prompt, response_len=response)
+
+    per_token = RolloutEngine(llama, tok, EngineConfig(max_kv_gib=None)).kv_bytes_per_token
+
+    def fits(rows: list, tokens: int, admission: str) -> bool:
+        cfg = EngineConfig(max_kv_gib=2 * tokens * per_token / 2**30, max_new_tokens_per_turn=60,
+                           max_response_tokens=7000, kv_admission=admission)
+        return RolloutEngine(llama, tok, cfg)._fits(rows)
+
+    short, long_ = row(700, 0), row(700, 5300)
+    for admission, need_short, need_long in (("turn", 760, 6060), ("budget", 7700, 7700)):
+        rows = [short] * 3 + [long_]
+        assert fits(rows, 4 * need_long, admission) and not fits(rows, 4 * need_long - 1, admission)
+        assert fits([short] * 3, 3 * need_short, admission) and not fits([short] * 3, 3 * need_short - 1, admission)
+    assert not fits([short] * 3 + [long_], 3 * 760 + 6060, "turn")  # the sum of the rows' own needs is not enough
+    # near the end of its budget, a turn can add only what is left of it: 700 + 6,970 + 30 tokens
+    assert fits([row(700, 6970)], 7700, "turn") and not fits([row(700, 6970)], 7699, "turn")
 
 
 def test_trajectory_record_roundtrip(tok, llama):

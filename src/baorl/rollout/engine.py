@@ -376,17 +376,18 @@ class RolloutEngine:
             await self._decode(batch, live)
 
     def _fits(self, rows: list[_Row]) -> bool:
-        """Whether `rows` fit `max_kv_gib` (twice: a regroup copies the cache), each counted as
-        `kv_admission` says: its tokens after its next turn, or its full budget."""
+        """Whether `rows` fit `max_kv_gib` (twice: a regroup copies the cache). A row needs its tokens
+        after its next turn (``turn``) or its full budget (``budget``), and the aligned batch holds
+        every row at the longest row's length: one long episode among short ones counts for all."""
         if self.kv_cap_bytes is None:
             return True
         cfg = self.config
         if cfg.kv_admission == "budget":
-            tokens = sum(r.prompt_len + cfg.max_response_tokens for r in rows)
+            longest = max(r.prompt_len for r in rows) + cfg.max_response_tokens
         else:  # every token of a row is in the cache (or pending) before its turn; a turn adds at most this
-            tokens = sum(len(r.ids) + max(0, min(self.limits.max_new_tokens_per_turn,
-                                                 cfg.max_response_tokens - r.response_len)) for r in rows)
-        return 2 * tokens * self.kv_bytes_per_token <= self.kv_cap_bytes
+            longest = max(len(r.ids) + max(0, min(self.limits.max_new_tokens_per_turn,
+                                                  cfg.max_response_tokens - r.response_len)) for r in rows)
+        return 2 * len(rows) * longest * self.kv_bytes_per_token <= self.kv_cap_bytes
 
     def _preempt(self, row: _Row) -> _Row:
         """Drop a ready row's cache; it rejoins later as a new row, its tokens prefilled again."""
