@@ -131,7 +131,7 @@ stage_compare() {
         log "compare: the effort-cost group is left out: $evaluated of ${#eff[@]} runs evaluated"
     fi
     $BAORL compare "$OUT/eval/sft-start" "${groups[@]}" "${pairs[@]}" --out "$OUT/compare/embedded.html" \
-        --title "Embedded tier: BAO vs the UserRL baseline, 3 training seeds"
+        --title "Embedded tier: BAO, the UserRL baseline and UserRL + effort cost, 3 training seeds"
 }
 
 stage_publish() {  # what the README links: tables, Pareto plot, curves, cost (runs/ is not in git)
