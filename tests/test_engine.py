@@ -366,7 +366,10 @@ def test_turn_admission_preempts_and_recomputes_without_changing_episodes(tok, l
     engine, _, trajs = run(llama, tok, [probe(f"p{i}") for i in range(5)], scripts, max_kv_gib=first_turns * 1.01,
                            **kw)
     st = engine.stats
-    assert st["max_live"] == 5  # counted on full budgets, this cap would admit one episode at a time
+    assert st["max_live"] == 5
+    strict, _, _ = run(llama, tok, [probe(f"p{i}") for i in range(5)], scripts, max_kv_gib=first_turns * 1.01,
+                       kv_admission="budget", **kw)
+    assert strict.stats["max_live"] == 1  # counted on full budgets, the same cap admits one at a time
     assert st["preempted"] > 0 and st["recomputed"] > st["preempted"] * prompt
     assert st["prefilled"] > free.stats["prefilled"]  # the preempted rows' tokens were computed again
     for a, b in zip(ref, trajs, strict=True):
