@@ -404,6 +404,28 @@ def test_memory_cap_counts_every_row_at_the_longest_rows_length(tok, llama):
     assert fits([row(700, 6970)], 7700, "turn") and not fits([row(700, 6970)], 7699, "turn")
 
 
+def test_auto_memory_cap_is_measured_at_each_rollout(tok, llama, monkeypatch):
+    """On a GPU, auto is half of the free memory plus what torch's allocator holds unused, measured
+    when each rollout starts (a trainer's optimiser states appear after the first one)."""
+    from baorl.rollout import engine as engine_mod
+
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * gib)
+    assert engine_mod._kv_cap_bytes("auto", torch.device("cuda")) == 7 * gib  # (10 + 6 - 2) / 2
+    assert engine_mod._kv_cap_bytes(1.5, torch.device("cuda")) == int(1.5 * gib)
+    assert engine_mod._kv_cap_bytes(None, torch.device("cuda")) is None
+
+    caps = iter([3 * gib, 2 * gib, 1 * gib])
+    monkeypatch.setattr(engine_mod, "_kv_cap_bytes", lambda cap, device: next(caps))
+    engine = RolloutEngine(llama, tok, EngineConfig(max_new_tokens_per_turn=4))
+    assert engine.kv_cap_bytes == 3 * gib
+    for expected in (2 * gib, 1 * gib):
+        engine.run([probe("cap")])
+        assert engine.kv_cap_bytes == expected
+
+
 def test_trajectory_record_roundtrip(tok, llama):
     _, _, (traj,) = run(llama, tok, [probe("r")], [[call("action", "1"), call("answer", "42")]])
     rec = json.loads(json.dumps(traj.to_record()))

@@ -99,7 +99,8 @@ class EngineConfig(EpisodeLimits):
     max_kv_gib: float | Literal["auto"] | None = Field(
         "auto", description="memory cap on the KV cache of the live episodes, in GiB, counted twice for "
         "regrouping copies (what each episode needs: see kv_admission); at least one episode always runs. auto: "
-        "half the free GPU memory, or 40% of the machine's RAM on CPU; None: no cap")
+        "half the free GPU memory when each rollout starts (with what torch's allocator holds unused), or 40% "
+        "of the machine's RAM on CPU; None: no cap")
     kv_admission: Literal["turn", "budget"] = Field(
         "turn", description="what max_kv_gib counts per live episode. turn: its cached tokens plus the most its "
         "next turn can add; an episode joins while that fits, and when the live episodes' next turn does not, "
@@ -123,13 +124,15 @@ class EngineConfig(EpisodeLimits):
 
 
 def _kv_cap_bytes(cap: float | str | None, device: torch.device) -> int | None:
-    """``max_kv_gib`` in bytes; ``auto`` from the device's memory."""
+    """``max_kv_gib`` in bytes; ``auto`` from the device's memory now: on a GPU, half of what is free,
+    counting memory torch's allocator holds unused as free (it is reused before the driver's)."""
     if cap is None:
         return None
     if cap != "auto":
         return int(float(cap) * 2**30)
     if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] * 0.5)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int((torch.cuda.mem_get_info(device)[0] + max(cached, 0)) * 0.5)
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.4)
     except (ValueError, OSError, AttributeError):  # not a POSIX system: no cap
@@ -289,6 +292,8 @@ class RolloutEngine:
         self.model.eval()
         self._running = True
         self._prompt_cache = None  # (ids, PrefixKV): valid for this run's weights only
+        # auto: measured again for every run (a trainer's optimiser states appear after its first rollout)
+        self.kv_cap_bytes = _kv_cap_bytes(self.config.max_kv_gib, self.device)
         self.stats = self._new_stats()
         t0 = time.perf_counter()
         attn = self.model.config._attn_implementation
