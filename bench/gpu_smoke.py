@@ -462,12 +462,13 @@ class Smoke:
         if min(played) != turns:
             raise RuntimeError(f"an episode played {min(played)} of {turns} turns: the forced workload broke")
         st = engine.stats
+        out = {"episodes": len(trajs), "turns": turns, "tokens": generated, "tokens_per_s": generated / secs,
+               "peak_mem_gib": _peak_gib(self.device)}
         if prof is not None:
             busy_s, kernels = _gpu_busy(prof)
             steps = max(st["decode_steps"], 1)
-            out = {"episodes": len(trajs), "turns": turns, "tokens": generated, "tokens_per_s": generated / secs,
-                   "peak_mem_gib": _peak_gib(self.device), "decode_steps": st["decode_steps"],
-                   "wall_ms_per_step": 1e3 * secs / steps, "gpu_busy_s": busy_s, "kernels": kernels}
+            out.update(decode_steps=st["decode_steps"], wall_ms_per_step=1e3 * secs / steps, gpu_busy_s=busy_s,
+                       kernels=kernels)
             if busy_s is None:
                 out["note"] = f"{len(trajs)} episodes x 1 turn under the profiler; no GPU kernels on {self.device}"
             else:
@@ -477,9 +478,7 @@ class Smoke:
                                f"{secs:.2f} s ({100 * busy_s / secs:.0f}%), {kernels / steps:,.0f} kernels and "
                                f"{1e3 * busy_s / steps:.2f} ms of GPU time per decoding step")
             return out
-        return {"episodes": len(trajs), "turns": turns, "tokens": generated, "tokens_per_s": generated / secs,
-                "peak_mem_gib": _peak_gib(self.device),
-                "prompt_tokens": sum(len(t.prompt_ids) for t in trajs),
+        return {**out, "prompt_tokens": sum(len(t.prompt_ids) for t in trajs),
                 "engine": {k: round(float(v), 3) for k, v in st.items()},
                 "note": f"{len(trajs)} episodes x {turns} turns; decode {st['decode_s']:.1f} s, feed "
                         f"{st['feed_s']:.1f} s, sample {st['sample_s']:.1f} s; live <= {st['max_live']:.0f}, "

@@ -390,8 +390,7 @@ class RolloutEngine:
         if cfg.kv_admission == "budget":
             longest = max(r.prompt_len for r in rows) + cfg.max_response_tokens
         else:  # every token of a row is in the cache (or pending) before its turn; a turn adds at most this
-            longest = max(len(r.ids) + max(0, min(self.limits.max_new_tokens_per_turn,
-                                                  cfg.max_response_tokens - r.response_len)) for r in rows)
+            longest = max(len(r.ids) + max(0, self._gen_room(r, 0)) for r in rows)
         return 2 * len(rows) * longest * self.kv_bytes_per_token <= self.kv_cap_bytes
 
     def _preempt(self, row: _Row) -> _Row:
@@ -467,16 +466,18 @@ class RolloutEngine:
 
     def _room(self, rows: list[_Row], *, pending: bool) -> int:
         """Columns the rest of this turn can add: pending tokens (if not fed yet) + generation."""
-        cfg = self.config
         room = 0
         for r in rows:
             if pending:
                 feed, made = len(r.ids) - r.n_cached - 1, 0
             else:
                 feed, made = 0, len(r.ids) - r.turn_start
-            gen = min(self.limits.max_new_tokens_per_turn - made, cfg.max_response_tokens - r.response_len)
-            room = max(room, feed + gen)
+            room = max(room, feed + self._gen_room(r, made))
         return room
+
+    def _gen_room(self, row: _Row, made: int) -> int:
+        """Tokens `row` may still generate in a turn of which it has made `made` (turn cap and budget)."""
+        return min(self.limits.max_new_tokens_per_turn - made, self.config.max_response_tokens - row.response_len)
 
     async def _prefix_kv(self, ids: list[int]) -> PrefixKV:
         """Keys and values of the prompt prefix `ids`, reusing the run's last prefix where it matches."""

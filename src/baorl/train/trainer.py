@@ -77,8 +77,8 @@ def engine_config(cfg: TrainConfig, *, greedy: bool = False) -> EngineConfig:
     return EngineConfig(
         **{**limits, "trailing_generation": r.trailing_generation and not greedy},
         temperature=0.0 if greedy else r.temperature, top_p=1.0 if greedy else r.top_p,
-        batch_size=r.batch_size, max_kv_gib=r.max_kv_gib, kv_admission=r.kv_admission, chat_template=cfg.model.chat_template,
-        template_kwargs=cfg.model.template_kwargs, seed=cfg.train.seed,
+        batch_size=r.batch_size, max_kv_gib=r.max_kv_gib, kv_admission=r.kv_admission,
+        chat_template=cfg.model.chat_template, template_kwargs=cfg.model.template_kwargs, seed=cfg.train.seed,
     )
 
 
